@@ -1,0 +1,53 @@
+# sagestack: each target is one user-facing job. `make serve` and `make test` do their own setup.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+MODEL_DIR ?= build/model
+PORT ?= 8080
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup system-deps models serve test lint format bench clean
+
+setup: system-deps $(VENV)/.installed
+
+# nginx (and wrk for benchmarks) from apt when missing.
+system-deps:
+	@missing=""; command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "please install:$$missing (apt-get install$$missing)"; exit 1; fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps $$($(PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["sagestack"]["no-deps"]))')
+	touch $@
+
+# Build every default model that is missing from $(MODEL_DIR).
+models: setup
+	@[ -d $(MODEL_DIR)/half_plus_three/1 ] || $(BIN)/sagestack build half_plus_three --out $(MODEL_DIR)/half_plus_three
+
+serve: models
+	SAGESTACK_MODEL_DIR=$(MODEL_DIR) SAGESTACK_BIND_ADDRESS=$${SAGESTACK_BIND_ADDRESS:-127.0.0.1} \
+	  SAGEMAKER_BIND_TO_PORT=$${SAGEMAKER_BIND_TO_PORT:-$(PORT)} SAGESTACK_RUN_DIR=$${SAGESTACK_RUN_DIR:-$(CURDIR)/build/run} \
+	  $(BIN)/sagestack serve
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: setup lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: setup
+	$(BIN)/sagestack bench overhead --out build/bench/overhead.json
+
+clean:
+	rm -rf build

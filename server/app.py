@@ -1,0 +1,170 @@
+"""The Falcon app gunicorn runs: small resources over the Gateway, errors always JSON.
+
+Routes: /ping, /invocations, /endpoints/{name}/invocations (what boto3's invoke_endpoint calls),
+/models... (multi-model endpoints) and /metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import falcon
+
+from server import metrics
+from server.errors import ApiError
+from server.gateway import Gateway
+from server.settings import Settings
+
+TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+log = logging.getLogger("sagestack.app")
+
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+def read_body(req: falcon.Request, limit: int) -> bytes:
+    """The whole body, or 413 when it passes SAGEMAKER_MAX_PAYLOAD_IN_MB (also without nginx)."""
+    if req.content_length is not None and req.content_length > limit:
+        raise ApiError(413, f"request body of {req.content_length} bytes exceeds SAGEMAKER_MAX_PAYLOAD_IN_MB")
+    body = req.bounded_stream.read(limit + 1)
+    if len(body) > limit:
+        raise ApiError(413, "request body exceeds SAGEMAKER_MAX_PAYLOAD_IN_MB")
+    return body
+
+
+class Ping:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ready, detail = self.gateway.ready()
+        resp.status = 200 if ready else 503
+        resp.data = json.dumps({"status": "ready" if ready else "not ready", "detail": detail}).encode()
+
+
+class Invocations:
+    """POST /invocations, /endpoints/{endpoint}/invocations and /models/{name}/invoke."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, endpoint: str | None = None, name: str | None = None) -> None:
+        settings = self.gateway.settings
+        if name is not None and not settings.multi_model:
+            raise ApiError(404, "/models/{name}/invoke needs a multi-model endpoint (SAGEMAKER_MULTI_MODEL=true)")
+        model = name or req.get_header(TARGET_MODEL)
+        target = self.gateway.target(req.get_header(CUSTOM_ATTRIBUTES), model)
+        req.context.model = target.model
+        body = read_body(req, settings.max_payload_bytes)
+        resp.data, resp.content_type = self.gateway.invoke(target, body, req.content_type, req.get_header("Accept"))
+
+
+class Models:
+    """Multi-model endpoint management: POST/GET /models, GET/DELETE /models/{name}."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def _require_mme(self) -> None:
+        if not self.gateway.settings.multi_model:
+            raise ApiError(404, "model management needs a multi-model endpoint (SAGEMAKER_MULTI_MODEL=true)")
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._require_mme()
+        size = req.get_param_as_int("page_size", min_value=1, max_value=1000) or req.get_param_as_int(
+            "limit", min_value=1, max_value=1000
+        )
+        token = req.get_param("next_page_token")
+        resp.media = self.gateway.list_models(size or 100, token)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._require_mme()
+        try:
+            body = json.loads(read_body(req, self.gateway.settings.max_payload_bytes) or b"null")
+        except json.JSONDecodeError as exc:
+            raise ApiError(400, f"malformed JSON: {exc}") from None
+        if not isinstance(body, dict) or not body.get("model_name") or not body.get("url"):
+            raise ApiError(400, 'the body must be {"model_name": ..., "url": ...}')
+        req.context.model = body["model_name"]
+        resp.media = self.gateway.load_model(str(body["model_name"]), str(body["url"]))
+
+    def on_get_one(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        self._require_mme()
+        resp.media = self.gateway.describe(name)
+
+    def on_delete_one(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        self._require_mme()
+        req.context.model = name
+        resp.media = self.gateway.unload_model(name)
+
+
+class Metrics:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data = metrics.render(self.gateway.table())
+        resp.content_type = metrics.CONTENT_TYPE
+
+
+class RequestMetrics:
+    """Counts and times every request by model and route."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+        req.context.model = ""
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
+        route = req.uri_template or "unmatched"
+        if route == "/metrics":
+            return
+        code = int(str(resp.status).split()[0]) if not isinstance(resp.status, int) else resp.status
+        metrics.observe(req.context.model or "-", route, code, time.perf_counter() - req.context.started)
+
+
+def _api_error(req: falcon.Request, resp: falcon.Response, exc: ApiError, params: dict[str, Any]) -> None:
+    resp.status = exc.status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = _error_body(exc.message)
+
+
+def _http_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError, params: dict[str, Any]) -> None:
+    resp.status = exc.status
+    resp.content_type = falcon.MEDIA_JSON
+    message = exc.description or exc.title
+    if isinstance(exc, falcon.HTTPNotFound) and not exc.description:
+        message = f"Not Found: {req.path}"
+    resp.data = _error_body(message)
+    for name, value in (exc.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
+    log.exception("unexpected error on %s %s", req.method, req.path)
+    resp.status = 500
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = _error_body(f"internal error: {type(exc).__name__}: {exc}")
+
+
+def create_app(settings: Settings | None = None) -> falcon.App:
+    settings = settings or Settings.from_env()
+    gateway = Gateway(settings)
+    app = falcon.App(middleware=[RequestMetrics()])
+    app.req_options.strip_url_path_trailing_slash = True
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(falcon.HTTPError, _http_error)
+    app.add_error_handler(ApiError, _api_error)
+    app.add_route("/ping", Ping(gateway))
+    app.add_route("/invocations", Invocations(gateway))
+    app.add_route("/endpoints/{endpoint}/invocations", Invocations(gateway))
+    app.add_route("/models/{name}/invoke", Invocations(gateway))
+    models = Models(gateway)
+    app.add_route("/models", models)
+    app.add_route("/models/{name}", models, suffix="one")
+    app.add_route("/metrics", Metrics(gateway))
+    return app

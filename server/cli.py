@@ -1,0 +1,85 @@
+"""`sagestack`: one command for every user-facing job; each subcommand imports only what it needs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from server.settings import Settings, SettingsError
+
+BUILDERS = {
+    "half_plus_three": "models.half_plus_three.build",
+}
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise SystemExit(f"sagestack: {exc}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from server.supervisor import serve
+
+    return serve(_settings())
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(json.dumps(_settings().as_env(), indent=2))
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import importlib
+
+    out = args.out or _settings().model_dir / args.model
+    module = importlib.import_module(BUILDERS[args.model])
+    module.main(["--out", str(out), *args.extra])
+    return 0
+
+
+def cmd_bench_overhead(args: argparse.Namespace) -> int:
+    from bench.overhead import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sagestack", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="start runtimes, gunicorn and nginx (the container entry point)").set_defaults(
+        fn=cmd_serve
+    )
+    sub.add_parser("config", help="print the effective settings").set_defaults(fn=cmd_config)
+
+    b = sub.add_parser("build", help="build a model into the model directory")
+    b.add_argument("model", choices=sorted(BUILDERS))
+    b.add_argument("--out", type=Path, help="model base directory (default: $SAGESTACK_MODEL_DIR/<model>)")
+    b.add_argument("extra", nargs=argparse.REMAINDER, help="options passed to the model's builder")
+    b.set_defaults(fn=cmd_build)
+
+    bench = sub.add_parser("bench", help="benchmarks; results go to build/bench/").add_subparsers(
+        dest="bench", required=True
+    )
+    o = bench.add_parser("overhead", help="in-process model vs runtime direct vs the full stack")
+    o.add_argument("--out", type=Path, default=Path("build/bench/overhead.json"))
+    o.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
+    o.add_argument("--connections", type=int, default=32, help="concurrent connections (wrk -c)")
+    o.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each variant")
+    o.add_argument("--no-kserve", action="store_true", help="skip the KServe peer")
+    o.set_defaults(fn=cmd_bench_overhead)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.fn(args))
+
+
+def serve_main() -> None:
+    """The plain `serve` script, so `docker run image serve` works as SageMaker calls it."""
+    main(["serve"])

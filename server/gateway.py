@@ -1,0 +1,340 @@
+"""What one invocation does, independent of the web framework.
+
+Pick the model (target-model header, `tfs-model-name`, or the default), its version and method;
+run the model's handlers or the default TF Serving path; send binary tensors to the runtime
+pool; encode the result for Accept. Every client mistake becomes an ApiError that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from server import codecs, control, handlers
+from server.errors import ApiError, bad_request, not_found
+from server.modeldir import ModelDirError, model_spec
+from server.pool import PoolUnavailable, Runtimes, UnknownModel
+from server.protos import classification_pb2, predict_pb2, regression_pb2
+from server.routes import READY, RouteTable
+from server.runtimes.model_server import rest_results
+from server.settings import Settings
+from server.tensors import (
+    TensorError,
+    columnar,
+    examples_to_protos,
+    from_proto,
+    predictions,
+    request_to_arrays,
+    to_proto,
+)
+
+log = logging.getLogger("sagestack.gateway")
+METHODS = ("predict", "classify", "regress")
+_GRPC_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 503,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    model: str
+    version: int | None
+    method: str
+    attributes: str
+
+
+def parse_attributes(raw: str | None) -> dict[str, str]:
+    """`X-Amzn-SageMaker-Custom-Attributes: tfs-model-name=m,tfs-model-version=2,...`"""
+    out = {}
+    for part in (raw or "").split(","):
+        key, sep, value = part.partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runtimes = Runtimes(settings.routes_file)
+        self.timeout = float(settings.gunicorn_timeout)
+        self._handlers: dict[tuple[str, str | None], handlers.ModelHandlers | None] = {}
+
+    # ---- routing -----------------------------------------------------------------------------
+    def table(self) -> RouteTable:
+        return self.runtimes.table()
+
+    def target(self, raw_attributes: str | None, model: str | None = None) -> Target:
+        attrs = parse_attributes(raw_attributes)
+        table = self.table()
+        name = model or attrs.get("tfs-model-name") or table.default_model
+        if name is None:
+            raise not_found("no model is loaded; name one with tfs-model-name or load one with POST /models")
+        route = table.models.get(name)
+        if route is None:
+            if model is not None and table.multi_model:
+                route = self._load_on_demand(model)
+            else:
+                raise not_found(f"model '{name}' is not served here (served: {sorted(table.models)})")
+        version = None
+        if attrs.get("tfs-model-version"):
+            raw = attrs["tfs-model-version"]
+            if not raw.isdigit() or int(raw) not in route.versions:
+                raise not_found(f"model '{name}' has no version '{raw}' (versions: {route.versions})")
+            version = int(raw)
+        method = attrs.get("tfs-method", "predict")
+        if method not in METHODS:
+            raise bad_request(f"tfs-method '{method}' must be one of {', '.join(METHODS)}")
+        return Target(name, version, method, raw_attributes or "")
+
+    def _load_on_demand(self, name: str):
+        """MME: a target model that sits in the model directory is loaded on first use, as SageMaker does."""
+        base = self.settings.model_dir / name.removesuffix(".tar.gz")
+        try:
+            model_spec(name, base)
+        except ModelDirError:
+            raise not_found(f"model '{name}' is not loaded and not found in {self.settings.model_dir}") from None
+        self.load_model(name, str(base))
+        return self.table().models[name]
+
+    def ready(self) -> tuple[bool, str]:
+        table = self.table()
+        if table.multi_model:
+            return True, "multi-model endpoint"
+        if not table.models:
+            return False, "no model is loaded yet"
+        waiting = [n for n, m in table.models.items() if not m.ready]
+        if waiting:
+            return False, f"not AVAILABLE yet: {', '.join(sorted(waiting))}"
+        return True, f"{len(table.models)} model(s) AVAILABLE"
+
+    # ---- invocation --------------------------------------------------------------------------
+    def invoke(self, target: Target, body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
+        ctype = codecs.media_type(content_type)
+        code = self.handlers(target.model)
+        if code is None:
+            if ctype in codecs.HANDLER_TYPES:
+                raise ApiError(415, f"model '{target.model}' has no handler for content type '{ctype}'")
+            return self._default(target, body, ctype, accept)
+        ctx = self._context(target, ctype, accept, len(body))
+        if code.handler is not None:
+            return _as_reply(self._call(target, code.handler, "handler", handlers.as_stream(body), ctx))
+        if code.input_handler is not None:
+            request = self._call(target, code.input_handler, "input_handler", handlers.as_stream(body), ctx)
+        else:
+            request = self._decode(body, ctype)
+        result, outputs = self._run(target, _request_dict(request))
+        response = handlers.ModelResponse(result, outputs)
+        if code.output_handler is not None:
+            return _as_reply(self._call(target, code.output_handler, "output_handler", response, ctx))
+        return codecs.encode(result, self._negotiate(accept))
+
+    def _default(self, target: Target, body: bytes, ctype: str, accept: str | None) -> tuple[bytes, str]:
+        accept_type = self._negotiate(accept)  # fail before running the model
+        result, _ = self._run(target, self._decode(body, ctype))
+        return codecs.encode(result, accept_type)
+
+    def _decode(self, body: bytes, ctype: str) -> dict[str, Any]:
+        try:
+            return codecs.decode(body, ctype)
+        except codecs.UnsupportedType as exc:
+            raise ApiError(415, str(exc)) from None
+        except codecs.DecodeError as exc:
+            raise bad_request(str(exc)) from None
+
+    def _negotiate(self, accept: str | None) -> str:
+        try:
+            return codecs.negotiate(accept)
+        except codecs.NotAcceptable as exc:
+            raise ApiError(406, str(exc)) from None
+
+    def _run(self, target: Target, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A TF Serving REST-shaped request -> (REST-shaped result, output arrays), over gRPC."""
+        method = "classify" if target.method == "predict" and "examples" in request else target.method
+        try:
+            if method == "predict":
+                return self._predict(target, request)
+            return self._classify_or_regress(target, method, request)
+        except TensorError as exc:
+            raise bad_request(f"model '{target.model}': {exc}") from None
+
+    def _predict(self, target: Target, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        sig = self.signature(target, request.get("signature_name"))
+        arrays, row = request_to_arrays(request, sig)
+        outputs = self.predict_arrays(target, arrays, sig.name)
+        return ({"predictions": predictions(outputs)} if row else {"outputs": columnar(outputs)}), outputs
+
+    def signature(self, target: Target, name: str | None):
+        versioned = self._grpc(target, lambda: self.runtimes.signatures(target.model, target.version, self.timeout))
+        sig_name = name or "serving_default"
+        sig = versioned.signatures.get(sig_name)
+        if sig is None:
+            raise bad_request(
+                f"model '{target.model}' has no signature '{sig_name}' (has: {sorted(versioned.signatures)})"
+            )
+        return sig
+
+    def predict_arrays(self, target: Target, arrays: dict[str, Any], signature: str) -> dict[str, Any]:
+        request = predict_pb2.PredictRequest()
+        _spec(request.model_spec, target, signature)
+        sig = self.signature(target, signature)
+        for key, value in arrays.items():
+            spec = sig.inputs.get(key)
+            request.inputs[key].CopyFrom(to_proto(value, spec.dtype if spec else None))
+        response = self._grpc(target, lambda: self.runtimes.pool(target.model).call("Predict", request, self.timeout))
+        return {k: from_proto(v) for k, v in response.outputs.items()}
+
+    def _classify_or_regress(self, target: Target, method: str, request: dict[str, Any]):
+        if "examples" not in request:
+            raise bad_request(f"tfs-method={method} needs a JSON body with 'examples'")
+        message = (classification_pb2.ClassificationRequest if method == "classify" else regression_pb2.RegressionRequest)()
+        _spec(message.model_spec, target, request.get("signature_name") or "serving_default")
+        message.input.example_list.examples.extend(examples_to_protos(request["examples"]))
+        rpc = "Classify" if method == "classify" else "Regress"
+        response = self._grpc(target, lambda: self.runtimes.pool(target.model).call(rpc, message, self.timeout))
+        if method == "classify":
+            rows = [[[c.label or str(j), c.score] for j, c in enumerate(r.classes)] for r in response.result.classifications]
+            return {"results": rows}, {}
+        return {"results": rest_results("regress", {"outputs": _regressions(response)})}, {}
+
+    def _grpc(self, target: Target, call):
+        try:
+            return call()
+        except UnknownModel:
+            raise not_found(f"model '{target.model}' is not served here") from None
+        except PoolUnavailable as exc:
+            raise ApiError(503, str(exc)) from None
+        except grpc.RpcError as exc:
+            status = _GRPC_STATUS.get(exc.code(), 500)
+            raise ApiError(status, f"model '{target.model}': {exc.details()}") from None
+
+    # ---- handlers ----------------------------------------------------------------------------
+    def handlers(self, model: str) -> handlers.ModelHandlers | None:
+        route = self.table().models[model]
+        key = (model, route.code_dir)
+        if key not in self._handlers:
+            try:
+                self._handlers[key] = handlers.load(model, Path(route.code_dir) if route.code_dir else None)
+            except Exception as exc:
+                traceback.print_exc()
+                raise ApiError(500, f"model '{model}': code/inference.py failed to import: {exc}") from None
+        return self._handlers[key]
+
+    def _context(self, target: Target, ctype: str, accept: str | None, length: int) -> handlers.Context:
+        route = self.table().models[target.model]
+        ready = [i for i in route.instances if i.state == READY] or route.instances
+        inst = min(ready, key=lambda i: self.runtimes.pool(target.model).instances[i.id].outstanding)
+        version = f"/versions/{target.version}" if target.version else ""
+
+        def predict(inputs: dict[str, Any], signature: str = "serving_default") -> dict[str, Any]:
+            return self.predict_arrays(target, inputs, signature)
+
+        return handlers.Context(
+            model_name=target.model,
+            model_version=str(target.version or max(route.versions)),
+            method=target.method,
+            rest_uri=f"http://127.0.0.1:{inst.rest_port}/v1/models/{target.model}{version}:{target.method}",
+            grpc_port=inst.grpc_port,
+            custom_attributes=target.attributes,
+            request_content_type=ctype,
+            accept_header=accept or codecs.JSON,
+            content_length=length,
+            predict=predict,
+        )
+
+    def _call(self, target: Target, fn, name: str, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except ApiError:
+            raise
+        except Exception as exc:
+            status = handlers.client_status(exc)
+            if status is not None:
+                raise ApiError(status, f"model '{target.model}': {exc}") from None
+            log.error("model %s: %s failed\n%s", target.model, name, traceback.format_exc())
+            raise ApiError(500, f"model '{target.model}': {name} failed: {type(exc).__name__}: {exc}") from None
+
+    # ---- multi-model endpoint ----------------------------------------------------------------
+    def load_model(self, name: str, url: str) -> dict[str, Any]:
+        status, payload = control.request(self.settings.control_socket, "POST", "/models", {"model_name": name, "url": url})
+        if status != 200:
+            raise ApiError(status, payload.get("error", f"loading model '{name}' failed"))
+        return payload
+
+    def unload_model(self, name: str) -> dict[str, Any]:
+        status, payload = control.request(self.settings.control_socket, "DELETE", f"/models/{name}")
+        if status != 200:
+            raise ApiError(status, payload.get("error", f"unloading model '{name}' failed"))
+        return payload
+
+    def describe(self, name: str) -> dict[str, Any]:
+        route = self.table().models.get(name)
+        if route is None:
+            raise not_found(f"model '{name}' is not loaded")
+        return {
+            "modelName": name,
+            "modelUrl": route.base_path,
+            "versions": route.versions,
+            "runtime": route.kind,
+            "instances": [{"id": i.id, "state": i.state} for i in route.instances],
+        }
+
+    def list_models(self, page_size: int, token: str | None) -> dict[str, Any]:
+        names = sorted(self.table().models)
+        start = names.index(token) if token in names else 0
+        page = names[start : start + page_size]
+        out: dict[str, Any] = {"models": [{"modelName": n, "modelUrl": self.table().models[n].base_path} for n in page]}
+        if start + page_size < len(names):
+            out["nextPageToken"] = names[start + page_size]
+        return out
+
+
+def _spec(spec: Any, target: Target, signature: str) -> None:
+    spec.name = target.model
+    spec.signature_name = signature
+    if target.version:
+        spec.version.value = target.version
+
+
+def _regressions(response: Any):
+    import numpy as np
+
+    return np.array([r.value for r in response.result.regressions], dtype=np.float32)
+
+
+def _request_dict(request: Any) -> dict[str, Any]:
+    if isinstance(request, bytes | str):
+        try:
+            request = json.loads(request)
+        except json.JSONDecodeError as exc:
+            raise bad_request(f"input_handler returned malformed JSON: {exc}") from None
+    if isinstance(request, list):
+        request = {"instances": request}
+    if not isinstance(request, dict):
+        raise ApiError(500, f"input_handler must return JSON or a dict, not {type(request).__name__}")
+    return request
+
+
+def _as_reply(value: Any) -> tuple[bytes, str]:
+    if not (isinstance(value, tuple) and len(value) == 2):
+        raise ApiError(500, "a handler must return (body, content_type)")
+    body, ctype = value
+    if isinstance(body, dict | list):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode()
+    return body, ctype
+
+

@@ -1,0 +1,109 @@
+"""The SageMaker TFS `inference.py` handler contract.
+
+A model's `code/inference.py` defines either `handler(data, context)` or `input_handler(data,
+context)` and/or `output_handler(response, context)`; each returns `(body, content_type)`
+(input_handler returns the request for the model). `code/lib/` is put on sys.path and
+`code/requirements.txt` is installed by the supervisor before workers start.
+
+Beyond SageMaker's contract (which sends input_handler's JSON to TF Serving's REST API), an
+input_handler may return `{"inputs": {name: ndarray}}` to go to the runtime as binary tensors,
+the response carries `.outputs` (name -> ndarray) besides `.content`, and `context.predict()`
+runs the model from `handler` without JSON. A handler exception with an integer `status_code`
+between 400 and 499 is the client's fault and becomes that status.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Context:
+    model_name: str
+    model_version: str
+    method: str
+    rest_uri: str
+    grpc_port: int
+    custom_attributes: str
+    request_content_type: str
+    accept_header: str
+    content_length: int
+    # sagestack: run the model with binary tensors, e.g. from handler().
+    predict: Callable[..., dict[str, np.ndarray]] = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+class ModelResponse:
+    """What output_handler gets: shaped like requests.Response, plus the decoded output arrays."""
+
+    def __init__(self, result: dict[str, Any], outputs: dict[str, np.ndarray] | None = None) -> None:
+        self.status_code = 200
+        self.headers = {"Content-Type": "application/json"}
+        self.outputs = outputs or {}
+        self._result = result
+        self._content: bytes | None = None
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            self._content = json.dumps(self._result).encode()
+        return self._content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode()
+
+    def json(self) -> dict[str, Any]:
+        return self._result
+
+
+@dataclass
+class ModelHandlers:
+    path: Path
+    handler: Callable | None
+    input_handler: Callable | None
+    output_handler: Callable | None
+
+
+def load(model_name: str, code_dir: Path | None) -> ModelHandlers | None:
+    """Import `code/inference.py` for one model, or None if the model has none."""
+    if code_dir is None:
+        return None
+    path = code_dir / "inference.py"
+    if not path.is_file():
+        return None
+    lib = code_dir / "lib"
+    for entry in (str(code_dir), str(lib)):
+        if Path(entry).is_dir() and entry not in sys.path:
+            sys.path.insert(0, entry)
+    module_name = f"sagestack_handlers.{model_name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return ModelHandlers(
+        path,
+        getattr(module, "handler", None),
+        getattr(module, "input_handler", None),
+        getattr(module, "output_handler", None),
+    )
+
+
+def as_stream(body: bytes) -> io.BytesIO:
+    """Handlers read `data` as a stream, as they read Falcon's request stream in SageMaker."""
+    return io.BytesIO(body)
+
+
+def client_status(exc: BaseException) -> int | None:
+    code = getattr(exc, "status_code", None)
+    return code if isinstance(code, int) and 400 <= code < 500 else None

@@ -1,0 +1,70 @@
+"""Prometheus metrics for /metrics: requests and latency per model and route, and pool state.
+
+Gunicorn workers are separate processes, so counters use prometheus_client's multiprocess mode
+(PROMETHEUS_MULTIPROC_DIR, set by the supervisor); the pool state is read from the routing table
+at scrape time.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from server.routes import RouteTable
+
+REQUESTS = Counter("sagestack_requests_total", "Requests answered", ["model", "route", "code"])
+LATENCY = Histogram(
+    "sagestack_request_duration_seconds",
+    "Time from request to response inside the gateway",
+    ["model", "route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+IN_FLIGHT = Gauge("sagestack_in_flight_requests", "Requests being answered", ["model"], multiprocess_mode="livesum")
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def observe(model: str, route: str, code: int, seconds: float) -> None:
+    REQUESTS.labels(model, route, str(code)).inc()
+    LATENCY.labels(model, route).observe(seconds)
+
+
+class PoolCollector:
+    def __init__(self, table: RouteTable) -> None:
+        self.table_ = table
+
+    def collect(self):
+        instances = GaugeMetricFamily(
+            "sagestack_runtime_instances", "Runtime instances by model and state", labels=["model", "state"]
+        )
+        ready = GaugeMetricFamily("sagestack_model_ready", "1 when the model is AVAILABLE and warm", labels=["model"])
+        for name, model in self.table_.models.items():
+            counts: dict[str, int] = {"ready": 0, "starting": 0, "down": 0}
+            for inst in model.instances:
+                counts[inst.state] = counts.get(inst.state, 0) + 1
+            for state, n in counts.items():
+                instances.add_metric([name, state], n)
+            ready.add_metric([name], 1.0 if model.ready else 0.0)
+        yield instances
+        yield ready
+
+
+def render(table: RouteTable) -> bytes:
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+        registry.register(PoolCollector(table))
+        return generate_latest(registry)
+    registry.register(PoolCollector(table))
+    return generate_latest(REGISTRY) + generate_latest(registry)

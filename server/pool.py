@@ -1,0 +1,172 @@
+"""The gateway's side of the runtime pool: binary gRPC calls spread over a model's instances.
+
+Each call goes to the ready instance with the fewest requests outstanding from this worker
+(ties rotate). An instance that refuses the connection is skipped for a moment and the call is
+retried on the next one, so a runtime that dies mid-load costs only the requests it was
+running. Channels are made lazily, after gunicorn forks, and remade when an instance restarts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from server.protos import get_model_metadata_pb2, prediction_service_pb2_grpc
+from server.routes import READY, InstanceRoute, ModelRoute, RouteReader
+from server.tensors import Signature
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 0),
+]
+SKIP_SECONDS = 1.0
+
+
+class UnknownModel(LookupError):
+    pass
+
+
+class PoolUnavailable(RuntimeError):
+    """No instance of the model could take the call."""
+
+
+class Instance:
+    def __init__(self, route: InstanceRoute) -> None:
+        self.route = route
+        self.outstanding = 0
+        self.skip_until = 0.0
+        self._stub: prediction_service_pb2_grpc.PredictionServiceStub | None = None
+        self._channel: grpc.Channel | None = None
+
+    @property
+    def stub(self) -> prediction_service_pb2_grpc.PredictionServiceStub:
+        if self._stub is None:
+            self._channel = grpc.insecure_channel(f"127.0.0.1:{self.route.grpc_port}", options=CHANNEL_OPTIONS)
+            self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        return self._stub
+
+    def usable(self, now: float) -> bool:
+        return self.route.state == READY and now >= self.skip_until
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = self._stub = None
+
+
+class ModelPool:
+    def __init__(self, route: ModelRoute) -> None:
+        self.route = route
+        self.instances: dict[str, Instance] = {}
+        self._rotation = itertools.count()
+        self.update(route)
+
+    def update(self, route: ModelRoute) -> None:
+        self.route = route
+        fresh = {}
+        for r in route.instances:
+            old = self.instances.pop(r.id, None)
+            if old is not None and old.route.pid == r.pid and old.route.grpc_port == r.grpc_port:
+                old.route = r
+                fresh[r.id] = old
+            else:
+                if old is not None:
+                    old.close()  # a restarted process: start over with a new channel
+                fresh[r.id] = Instance(r)
+        for gone in self.instances.values():
+            gone.close()
+        self.instances = fresh
+
+    def pick(self, exclude: set[str]) -> Instance | None:
+        now = time.monotonic()
+        ready = [i for i in self.instances.values() if i.route.id not in exclude and i.usable(now)]
+        if not ready:
+            return None
+        start = next(self._rotation) % len(ready)
+        rotated = ready[start:] + ready[:start]
+        return min(rotated, key=lambda i: i.outstanding)
+
+    def call(self, method: str, request: Any, timeout: float) -> Any:
+        tried: set[str] = set()
+        last: grpc.RpcError | None = None
+        while (inst := self.pick(tried)) is not None:
+            inst.outstanding += 1
+            try:
+                return getattr(inst.stub, method)(request, timeout=timeout)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                inst.skip_until = time.monotonic() + SKIP_SECONDS
+                tried.add(inst.route.id)
+                last = exc
+            finally:
+                inst.outstanding -= 1
+        detail = f": {last.details()}" if last is not None else ""
+        raise PoolUnavailable(f"no instance of model '{self.route.name}' is available{detail}")
+
+    @property
+    def outstanding(self) -> int:
+        return sum(i.outstanding for i in self.instances.values())
+
+
+@dataclass(frozen=True)
+class VersionSignatures:
+    version: int
+    signatures: dict[str, Signature]
+
+
+class Runtimes:
+    """All model pools of this worker, kept in step with the routing table."""
+
+    def __init__(self, routes_file: Any) -> None:
+        self.reader = RouteReader(routes_file)
+        self.pools: dict[str, ModelPool] = {}
+        self._table = None
+        self._metadata: dict[tuple[str, int], VersionSignatures] = {}
+
+    def table(self):
+        table = self.reader.table()
+        if table is not self._table:
+            for name in list(self.pools):
+                if name not in table.models:
+                    for inst in self.pools.pop(name).instances.values():
+                        inst.close()
+                    self._metadata = {k: v for k, v in self._metadata.items() if k[0] != name}
+            for name, route in table.models.items():
+                if name in self.pools:
+                    self.pools[name].update(route)
+                else:
+                    self.pools[name] = ModelPool(route)
+            self._table = table
+        return table
+
+    def pool(self, name: str) -> ModelPool:
+        self.table()
+        try:
+            return self.pools[name]
+        except KeyError:
+            raise UnknownModel(name) from None
+
+    def signatures(self, name: str, version: int | None, timeout: float) -> VersionSignatures:
+        key = (name, version or 0)
+        cached = self._metadata.get(key)
+        if cached is None:
+            request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+            request.model_spec.name = name
+            if version:
+                request.model_spec.version.value = version
+            response = self.pool(name).call("GetModelMetadata", request, timeout)
+            sig_map = get_model_metadata_pb2.SignatureDefMap()
+            response.metadata["signature_def"].Unpack(sig_map)
+            sigs = {k: Signature.from_def(k, v) for k, v in sig_map.signature_def.items()}
+            cached = VersionSignatures(response.model_spec.version.value, sigs)
+            self._metadata[key] = cached
+        return cached

@@ -1,0 +1,78 @@
+"""The routing table: which models are served, by which runtime instances, in which state.
+
+The supervisor owns it and rewrites `routes.json` atomically on every change; each gateway
+worker re-reads it when the file changes. So all gunicorn workers agree on what is loaded,
+also under multi-model load/unload, without talking to each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STARTING, READY, DOWN = "starting", "ready", "down"
+
+
+@dataclass
+class InstanceRoute:
+    id: str
+    grpc_port: int
+    rest_port: int
+    state: str = STARTING
+    pid: int | None = None
+
+
+@dataclass
+class ModelRoute:
+    name: str
+    base_path: str
+    kind: str
+    versions: list[int]
+    code_dir: str | None = None
+    instances: list[InstanceRoute] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return any(i.state == READY for i in self.instances)
+
+
+@dataclass
+class RouteTable:
+    models: dict[str, ModelRoute] = field(default_factory=dict)
+    default_model: str | None = None
+    multi_model: bool = False
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: Path) -> RouteTable:
+        raw = json.loads(path.read_text())
+        models = {
+            name: ModelRoute(**{**m, "instances": [InstanceRoute(**i) for i in m["instances"]]})
+            for name, m in raw["models"].items()
+        }
+        return cls(models, raw.get("default_model"), raw.get("multi_model", False))
+
+
+class RouteReader:
+    """A gateway worker's view of the table, refreshed when the file's mtime changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: int | None = None
+        self._table = RouteTable()
+
+    def table(self) -> RouteTable:
+        try:
+            stamp = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return self._table
+        if stamp != self._stamp:
+            self._table = RouteTable.read(self.path)
+            self._stamp = stamp
+        return self._table

@@ -1,0 +1,215 @@
+"""The one reader of the environment.
+
+Every SageMaker variable the TFS container honours is read here, with the same name and default,
+plus the few sagestack adds (SAGESTACK_*). A bad value fails start-up with a message that names
+the variable; nginx.conf, the gunicorn arguments and the runtime flags are all derived from this.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TypeVar
+
+WORKER_CLASSES = ("gevent", "sync", "gthread")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+NGINX_LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
+DEFAULT_PORT_RANGE = (9000, 9999)
+_Num = TypeVar("_Num", int, float)
+
+
+class SettingsError(ValueError):
+    """A variable holds a value we cannot start with; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    bind_port: int
+    bind_address: str
+    safe_port_range: tuple[int, int]
+    instance_count: int
+    inter_op_parallelism: int
+    intra_op_parallelism: int
+    gpu_mem_margin: float
+    wait_time_seconds: int
+    default_model_name: str | None
+    enable_batching: bool
+    max_batch_size: int
+    batch_timeout_micros: int
+    num_batch_threads: int
+    max_enqueued_batches: int
+    gunicorn_workers: int
+    gunicorn_threads: int
+    gunicorn_worker_class: str
+    gunicorn_timeout: int
+    gunicorn_loglevel: str
+    nginx_proxy_read_timeout: int
+    nginx_loglevel: str
+    nginx_workers: str
+    omp_num_threads: int
+    multi_model: bool
+    max_payload_mb: float
+    model_dir: Path
+    run_dir: Path
+    compiled_model: bool
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return int(self.max_payload_mb * 1024 * 1024)
+
+    @property
+    def effective_proxy_read_timeout(self) -> int:
+        """nginx must never give up before gunicorn does (as the SageMaker container does)."""
+        return max(self.nginx_proxy_read_timeout, self.gunicorn_timeout)
+
+    @property
+    def gpu_count(self) -> int:
+        """GPUs this container can see (the fractional-memory split only applies with one)."""
+        return len(list(Path("/dev").glob("nvidia[0-9]*")))
+
+    @property
+    def routes_file(self) -> Path:
+        return self.run_dir / "routes.json"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.run_dir / "control.sock"
+
+    @property
+    def gunicorn_socket(self) -> Path:
+        return self.run_dir / "gunicorn.sock"
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as plain strings, for `sagestack config`."""
+        out = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, tuple):
+                value = "-".join(str(v) for v in value)
+            out[key] = "" if value is None else str(value)
+        return out
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = _Env(os.environ if env is None else env)
+        cpus = os.cpu_count() or 1
+        return cls(
+            bind_port=e.integer("SAGEMAKER_BIND_TO_PORT", 8080, lo=1, hi=65535),
+            bind_address=e.text("SAGESTACK_BIND_ADDRESS", "0.0.0.0"),
+            safe_port_range=e.port_range("SAGEMAKER_SAFE_PORT_RANGE"),
+            instance_count=e.integer("SAGEMAKER_TFS_INSTANCE_COUNT", 1, lo=1, hi=64),
+            inter_op_parallelism=e.integer("SAGEMAKER_TFS_INTER_OP_PARALLELISM", 0, lo=0),
+            intra_op_parallelism=e.integer("SAGEMAKER_TFS_INTRA_OP_PARALLELISM", 0, lo=0),
+            gpu_mem_margin=e.number("SAGEMAKER_TFS_FRACTIONAL_GPU_MEM_MARGIN", 0.2, lo=0.0, hi=1.0),
+            wait_time_seconds=e.integer("SAGEMAKER_TFS_WAIT_TIME_SECONDS", 300, lo=1),
+            default_model_name=e.text("SAGEMAKER_TFS_DEFAULT_MODEL_NAME", None),
+            enable_batching=e.boolean("SAGEMAKER_TFS_ENABLE_BATCHING", False),
+            max_batch_size=e.integer("SAGEMAKER_TFS_MAX_BATCH_SIZE", 8, lo=1),
+            batch_timeout_micros=e.integer("SAGEMAKER_TFS_BATCH_TIMEOUT_MICROS", 1000, lo=0),
+            num_batch_threads=e.integer("SAGEMAKER_TFS_NUM_BATCH_THREADS", cpus, lo=1),
+            max_enqueued_batches=e.integer("SAGEMAKER_TFS_MAX_ENQUEUED_BATCHES", cpus, lo=1),
+            gunicorn_workers=e.integer("SAGEMAKER_GUNICORN_WORKERS", 1, lo=1, hi=256),
+            gunicorn_threads=e.integer("SAGEMAKER_GUNICORN_THREADS", 1, lo=1, hi=1024),
+            gunicorn_worker_class=e.choice("SAGEMAKER_GUNICORN_WORKER_CLASS", "gevent", WORKER_CLASSES),
+            gunicorn_timeout=e.integer("SAGEMAKER_GUNICORN_TIMEOUT_SECONDS", 30, lo=1),
+            gunicorn_loglevel=e.choice("SAGEMAKER_GUNICORN_LOGLEVEL", "info", LOG_LEVELS),
+            nginx_proxy_read_timeout=e.integer("SAGEMAKER_NGINX_PROXY_READ_TIMEOUT_SECONDS", 60, lo=1),
+            nginx_loglevel=e.choice("SAGEMAKER_TFS_NGINX_LOGLEVEL", "error", NGINX_LOG_LEVELS),
+            nginx_workers=e.nginx_workers("SAGESTACK_NGINX_WORKERS"),
+            omp_num_threads=e.integer("OMP_NUM_THREADS", 1, lo=1),
+            multi_model=e.boolean("SAGEMAKER_MULTI_MODEL", False),
+            max_payload_mb=e.number("SAGEMAKER_MAX_PAYLOAD_IN_MB", 6.0, lo=0.001, hi=4096.0),
+            model_dir=e.path("SAGESTACK_MODEL_DIR", _default_model_dir()),
+            run_dir=e.path("SAGESTACK_RUN_DIR", Path("/tmp/sagestack")),
+            compiled_model=e.boolean("COMPILEDMODEL", True),
+        )
+
+
+def _default_model_dir() -> Path:
+    opt = Path("/opt/ml/model")
+    return opt if opt.is_dir() else Path("build/model").resolve()
+
+
+class _Env:
+    """Typed, validated access to one environment mapping."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def text(self, name: str, default: str | None) -> str | None:
+        value = self._raw(name)
+        return default if value is None else value
+
+    def integer(self, name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not an integer") from None
+        return _bounded(name, value, lo, hi)
+
+    def number(self, name: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a number") from None
+        return _bounded(name, value, lo, hi)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("true", "false"):
+            return raw.lower() == "true"
+        raise SettingsError(f"{name}={raw!r} must be 'true' or 'false'")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() not in choices:
+            raise SettingsError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+        return raw.lower()
+
+    def path(self, name: str, default: Path) -> Path:
+        raw = self._raw(name)
+        return (Path(raw) if raw else default).resolve()
+
+    def port_range(self, name: str) -> tuple[int, int]:
+        raw = self._raw(name)
+        if raw is None:
+            return DEFAULT_PORT_RANGE
+        parts = raw.replace(":", "-").split("-")
+        try:
+            lo, hi = (int(p) for p in parts)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} must look like LOW-HIGH, e.g. 10000-10999") from None
+        if not 1024 <= lo < hi <= 65535:
+            raise SettingsError(f"{name}={raw!r} must satisfy 1024 <= LOW < HIGH <= 65535")
+        return lo, hi
+
+    def nginx_workers(self, name: str) -> str:
+        raw = self._raw(name)
+        if raw is None or raw == "auto":
+            return "auto"
+        return str(self.integer(name, 1, lo=1, hi=64))
+
+
+def _bounded(name: str, value: _Num, lo: _Num | None, hi: _Num | None) -> _Num:
+    if lo is not None and value < lo:
+        raise SettingsError(f"{name}={value} must be >= {lo}")
+    if hi is not None and value > hi:
+        raise SettingsError(f"{name}={value} must be <= {hi}")
+    return value

@@ -1,0 +1,366 @@
+"""`serve`: start everything in order, keep it running, drain it on SIGTERM.
+
+Order: runtimes (and wait until every model is AVAILABLE and warm), then gunicorn (and wait
+until its /ping says 200), then nginx. Afterwards any child that dies is restarted; while a
+runtime restarts, the routing table marks it down so requests go to the surviving instances.
+SIGTERM drains: nginx finishes in-flight requests (SIGQUIT), then gunicorn, then the runtimes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from server import control, gunicorn_conf, nginx
+from server.control import Reply
+from server.modeldir import ModelDirError, ModelSpec, find_models, model_spec
+from server.routes import DOWN, READY, STARTING, InstanceRoute, ModelRoute, RouteTable
+from server.runtimes.process import RuntimeInstance
+from server.settings import Settings
+
+DRAIN_SECONDS = 25  # SageMaker sends SIGKILL 30 s after SIGTERM
+RUNTIME_BASE_MB = 400  # measured RSS of one idle TF runtime process
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"[serve] {message}", file=sys.stderr, flush=True)
+
+
+class PortSlots:
+    """SAGEMAKER_SAFE_PORT_RANGE: instance slot i gets gRPC lo+2i and REST lo+2i+1."""
+
+    def __init__(self, port_range: tuple[int, int]) -> None:
+        self.lo, self.hi = port_range
+        self.capacity = (self.hi - self.lo + 1) // 2
+        self.used: set[int] = set()
+
+    def take(self) -> tuple[int, int]:
+        for i in range(self.capacity):
+            if i not in self.used:
+                self.used.add(i)
+                return self.lo + 2 * i, self.lo + 2 * i + 1
+        raise StartupError(
+            f"SAGEMAKER_SAFE_PORT_RANGE {self.lo}-{self.hi} has room for {self.capacity} model-server "
+            "instances; more are needed"
+        )
+
+    def give_back(self, grpc_port: int) -> None:
+        self.used.discard((grpc_port - self.lo) // 2)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lock = threading.RLock()
+        self.table = RouteTable(multi_model=settings.multi_model)
+        self.runtimes: dict[str, list[RuntimeInstance]] = {}
+        self.loading: set[str] = set()
+        self.slots = PortSlots(settings.safe_port_range)
+        self.gunicorn: subprocess.Popen | None = None
+        self.nginx: subprocess.Popen | None = None
+        self.control: control.ControlServer | None = None
+        self.stopping = threading.Event()
+        self.restarting: set[str] = set()
+
+    # ---- start-up ----------------------------------------------------------------------------
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        try:
+            self.start()
+        except (StartupError, ModelDirError, ValueError, FileNotFoundError, TimeoutError, RuntimeError) as exc:
+            log(f"start-up failed: {exc}")
+            self.shutdown()
+            return 1
+        log(f"ready: http://{self.settings.bind_address}:{self.settings.bind_port} serving {sorted(self.table.models)}")
+        while not self.stopping.wait(0.25):
+            self.watch()
+        self.shutdown()
+        log("stopped")
+        return 0
+
+    def start(self) -> None:
+        s = self.settings
+        self._prepare_run_dir()
+        if not s.multi_model:
+            specs = find_models(s.model_dir)
+            names = [spec.name for spec in specs]
+            if s.default_model_name and s.default_model_name not in names:
+                raise StartupError(f"SAGEMAKER_TFS_DEFAULT_MODEL_NAME={s.default_model_name!r} is not among {names}")
+            self.table.default_model = s.default_model_name or names[0]
+            for spec in specs:
+                install_requirements(spec)
+            started = [self._start_model(spec) for spec in specs]
+            deadline = time.monotonic() + s.wait_time_seconds
+            with ThreadPoolExecutor(max(1, sum(len(i) for i in started))) as pool:
+                for future in [pool.submit(self._await_ready, inst, deadline) for i in started for inst in i]:
+                    future.result()
+        self._write_routes()
+        self.control = control.ControlServer(s.control_socket, self.load_model, self.unload_model)
+        self.control.start()
+        self._start_gunicorn()
+        self._wait_gunicorn(time.monotonic() + 60)
+        self._start_nginx()
+
+    def _prepare_run_dir(self) -> None:
+        run = self.settings.run_dir
+        run.mkdir(parents=True, exist_ok=True)
+        for stale in ("routes.json", "gunicorn.sock", "control.sock", "nginx.pid"):
+            (run / stale).unlink(missing_ok=True)
+        shutil.rmtree(run / "prometheus", ignore_errors=True)
+        (run / "prometheus").mkdir()
+
+    def _start_model(self, spec: ModelSpec) -> list[RuntimeInstance]:
+        with self.lock:
+            instances = []
+            for i in range(self.settings.instance_count):
+                inst = RuntimeInstance(spec.name, spec.kind, spec.base_path, i, self.slots.take(), self.settings)
+                inst.start()
+                instances.append(inst)
+            self.runtimes[spec.name] = instances
+            self.table.models[spec.name] = ModelRoute(
+                spec.name,
+                str(spec.base_path),
+                spec.kind,
+                list(spec.versions),
+                str(spec.code_dir) if spec.code_dir else None,
+                [InstanceRoute(x.id, x.grpc_port, x.rest_port, STARTING, x.pid) for x in instances],
+            )
+            log(f"model '{spec.name}' ({spec.kind}, versions {list(spec.versions)}): {len(instances)} instance(s) starting")
+            return instances
+
+    def _await_ready(self, inst: RuntimeInstance, deadline: float) -> None:
+        inst.wait_ready(deadline)
+        self._set_state(inst, READY)
+        log(f"runtime {inst.id} AVAILABLE after {time.monotonic() - inst.started_at:.1f}s (pid {inst.pid})")
+
+    def _set_state(self, inst: RuntimeInstance, state: str) -> None:
+        with self.lock:
+            model = self.table.models.get(inst.model)
+            if model is None:
+                return
+            for route in model.instances:
+                if route.id == inst.id:
+                    route.state, route.pid = state, inst.pid
+            self._write_routes()
+
+    def _write_routes(self) -> None:
+        with self.lock:
+            self.table.write(self.settings.routes_file)
+
+    def _start_gunicorn(self) -> None:
+        s = self.settings
+        argv = [
+            sys.executable, "-m", "gunicorn",
+            "-c", gunicorn_conf.__file__,
+            "--bind", f"unix:{s.gunicorn_socket}",
+            "--workers", str(s.gunicorn_workers),
+            "--threads", str(s.gunicorn_threads),
+            "--worker-class", s.gunicorn_worker_class,
+            "--worker-connections", "2000",
+            "--backlog", "2048",
+            "--timeout", str(s.gunicorn_timeout),
+            "--graceful-timeout", str(DRAIN_SECONDS - 5),
+            "--keep-alive", "75",
+            "--log-level", s.gunicorn_loglevel,
+            "--no-control-socket",
+            "server.app:create_app()",
+        ]  # fmt: skip
+        env = {
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": str(s.run_dir / "prometheus"),
+            "SAGESTACK_RUN_DIR": str(s.run_dir),
+            "SAGESTACK_MODEL_DIR": str(s.model_dir),
+        }
+        self.gunicorn = subprocess.Popen(argv, env=env, start_new_session=True)
+
+    def _wait_gunicorn(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if self.gunicorn is not None and self.gunicorn.poll() is not None:
+                raise StartupError(f"gunicorn exited with code {self.gunicorn.returncode}")
+            if ping_unix(self.settings.gunicorn_socket) == 200:
+                return
+            time.sleep(0.1)
+        raise StartupError("gunicorn did not answer /ping with 200 within 60 s")
+
+    def _start_nginx(self) -> None:
+        conf = nginx.write_config(self.settings)
+        nginx.check(conf, self.settings.run_dir)
+        self.nginx = subprocess.Popen(nginx.argv(conf, self.settings.run_dir), start_new_session=True)
+        host = "127.0.0.1" if self.settings.bind_address in ("0.0.0.0", "::") else self.settings.bind_address
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.nginx.poll() is not None:
+                raise StartupError(f"nginx exited with code {self.nginx.returncode} (is port {self.settings.bind_port} free?)")
+            try:
+                socket.create_connection((host, self.settings.bind_port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise StartupError(f"nginx is not accepting on port {self.settings.bind_port}")
+
+    # ---- keeping it running ------------------------------------------------------------------
+    def watch(self) -> None:
+        with self.lock:
+            instances = [inst for group in self.runtimes.values() for inst in group]
+        for inst in instances:
+            code = inst.exited()
+            if code is not None and inst.id not in self.restarting:
+                self.restarting.add(inst.id)
+                log(f"runtime {inst.id} (pid {inst.pid}) exited with code {code}; restarting it")
+                self._set_state(inst, DOWN)
+                threading.Thread(target=self._restart, args=(inst,), daemon=True).start()
+        if self.gunicorn is not None and self.gunicorn.poll() is not None:
+            log(f"gunicorn exited with code {self.gunicorn.returncode}; restarting it")
+            self._start_gunicorn()
+        if self.nginx is not None and self.nginx.poll() is not None:
+            log(f"nginx exited with code {self.nginx.returncode}; restarting it")
+            self._start_nginx()
+
+    def _restart(self, inst: RuntimeInstance) -> None:
+        try:
+            time.sleep(min(0.1 * 2**inst.restarts, 5.0))
+            inst.restarts += 1
+            if self.stopping.is_set() or inst.model not in self.runtimes:
+                return
+            inst.start()
+            self._set_state(inst, STARTING)
+            self._await_ready(inst, time.monotonic() + self.settings.wait_time_seconds)
+        except (RuntimeError, TimeoutError) as exc:
+            log(f"restart of {inst.id} failed: {exc}")
+        finally:
+            self.restarting.discard(inst.id)
+
+    # ---- multi-model endpoint ----------------------------------------------------------------
+    def load_model(self, name: str, url: str) -> Reply:
+        with self.lock:
+            if name in self.table.models or name in self.loading:
+                return 409, {"error": f"model '{name}' is already loaded"}
+            try:
+                spec = model_spec(name, Path(url))
+            except ModelDirError as exc:
+                return 404, {"error": str(exc)}
+            short = memory_shortfall(spec, self.settings.instance_count)
+            if short:
+                return 507, {"error": f"not enough memory to load model '{name}': {short}"}
+            if self.slots.capacity - len(self.slots.used) < self.settings.instance_count:
+                return 507, {"error": f"no free ports in SAGEMAKER_SAFE_PORT_RANGE for model '{name}'"}
+            self.loading.add(name)
+        try:
+            install_requirements(spec)
+            instances = self._start_model(spec)
+            self._write_routes()
+            deadline = time.monotonic() + self.settings.wait_time_seconds
+            for inst in instances:
+                self._await_ready(inst, deadline)
+        except (RuntimeError, TimeoutError, StartupError) as exc:
+            self._remove_model(name)
+            return 500, {"error": f"model '{name}' failed to load: {exc}"}
+        finally:
+            self.loading.discard(name)
+        return 200, {"message": f"model '{name}' loaded", "versions": list(spec.versions)}
+
+    def unload_model(self, name: str) -> Reply:
+        with self.lock:
+            if name not in self.table.models or name in self.loading:
+                return 404, {"error": f"model '{name}' is not loaded"}
+        self._remove_model(name)
+        return 200, {"message": f"model '{name}' unloaded"}
+
+    def _remove_model(self, name: str) -> None:
+        with self.lock:
+            self.table.models.pop(name, None)
+            self._write_routes()  # gateways stop routing to it first
+            instances = self.runtimes.pop(name, [])
+        for inst in instances:
+            inst.stop()
+            self.slots.give_back(inst.grpc_port)
+
+    # ---- shutdown ----------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        deadline = time.monotonic() + DRAIN_SECONDS
+        if self.nginx is not None and self.nginx.poll() is None:
+            self.nginx.send_signal(signal.SIGQUIT)  # graceful: finish in-flight, accept nothing new
+            _wait(self.nginx, deadline)
+        if self.gunicorn is not None and self.gunicorn.poll() is None:
+            self.gunicorn.send_signal(signal.SIGTERM)
+            _wait(self.gunicorn, deadline)
+        if self.control is not None:
+            self.control.stop()
+        with self.lock:
+            instances = [inst for group in self.runtimes.values() for inst in group]
+        for inst in instances:
+            inst.signal(signal.SIGTERM)
+        for inst in instances:
+            inst.stop(timeout=max(1.0, deadline + 3 - time.monotonic()))
+
+
+def _wait(proc: subprocess.Popen, deadline: float) -> None:
+    try:
+        proc.wait(max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def ping_unix(path: Path) -> int | None:
+    """GET /ping over gunicorn's unix socket; the status, or None if nothing answers."""
+    conn = http.client.HTTPConnection("localhost", timeout=2)
+    try:
+        conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.sock.settimeout(2)
+        conn.sock.connect(str(path))
+        conn.request("GET", "/ping")
+        return conn.getresponse().status
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+def install_requirements(spec: ModelSpec) -> None:
+    """`code/requirements.txt` is installed before workers import the handlers (as SageMaker does)."""
+    if spec.code_dir is None or not (spec.code_dir / "requirements.txt").is_file():
+        return
+    req = spec.code_dir / "requirements.txt"
+    log(f"model '{spec.name}': pip install -r {req}")
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-input", "-q", "-r", str(req)])
+    if result.returncode != 0:
+        raise StartupError(f"model '{spec.name}': installing {req} failed (pip exit {result.returncode})")
+
+
+def memory_shortfall(spec: ModelSpec, instances: int) -> str | None:
+    """None if there is room for the model's instances; else what is missing (HTTP 507)."""
+    size_mb = sum(f.stat().st_size for f in spec.base_path.rglob("*") if f.is_file()) / 2**20
+    needed = instances * (RUNTIME_BASE_MB + 2 * size_mb)
+    available = _mem_available_mb()
+    if available is not None and available < needed:
+        return f"needs ~{needed:.0f} MB, {available:.0f} MB available"
+    return None
+
+
+def _mem_available_mb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def serve(settings: Settings | None = None) -> int:
+    return Supervisor(settings or Settings.from_env()).run()
