@@ -83,3 +83,7 @@ def main(argv: list[str] | None = None) -> None:
 def serve_main() -> None:
     """The plain `serve` script, so `docker run image serve` works as SageMaker calls it."""
     main(["serve"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Fixtures: the half_plus_three model (two versions) and the real stack started as users start it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from stackutil import Stack, start_stack
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def hpt_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """half_plus_three with version 1 = 0.5x+2 and version 2 = 0.5x+3 (the default, latest)."""
+    from models.half_plus_three.build import build
+
+    return build(tmp_path_factory.mktemp("hpt") / "half_plus_three", {1: 2.0, 2: 3.0})
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, hpt_base: Path) -> Path:
+    """Three models over the same SavedModel: plain, with input/output handlers, with handler()."""
+    root = tmp_path_factory.mktemp("model")
+    for name, code in (("half_plus_three", None), ("hpt_handled", "handled_code"), ("hpt_handler", "handler_code")):
+        shutil.copytree(hpt_base, root / name)
+        if code:
+            shutil.copytree(FIXTURES / code, root / name / "code")
+    return root
+
+
+@pytest.fixture(scope="session")
+def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """nginx + gunicorn (2 gevent workers) + 2 runtime instances per model, on loopback."""
+    s = start_stack(
+        model_dir,
+        tmp_path_factory.mktemp("run"),
+        SAGEMAKER_GUNICORN_WORKERS="2",
+        SAGEMAKER_TFS_INSTANCE_COUNT="2",
+        SAGEMAKER_TFS_DEFAULT_MODEL_NAME="half_plus_three",
+        SAGEMAKER_MAX_PAYLOAD_IN_MB="1",
+    )
+    yield s
+    assert s.stop() == 0

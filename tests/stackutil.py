@@ -1,0 +1,85 @@
+"""Starting the real stack the way users start it (`sagestack serve`), on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_port_range(size: int = 20) -> str:
+    for _ in range(100):
+        lo = random.randrange(20000, 40000, 2)
+        if all(_port_free(p) for p in range(lo, lo + size)):
+            return f"{lo}-{lo + size - 1}"
+    raise RuntimeError("no free port range")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@dataclass
+class Stack:
+    url: str
+    proc: subprocess.Popen
+    run_dir: Path
+
+    def routes(self) -> dict:
+        return json.loads((self.run_dir / "routes.json").read_text())
+
+    def stop(self, timeout: float = 40) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def start_stack(model_dir: Path | None, run_dir: Path, **env: str) -> Stack:
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "SAGESTACK_RUN_DIR": str(run_dir),
+        "SAGESTACK_BIND_ADDRESS": "127.0.0.1",
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "SAGEMAKER_SAFE_PORT_RANGE": free_port_range(),
+        "SAGESTACK_NGINX_WORKERS": "1",
+        **env,
+    }
+    if model_dir is not None:
+        full_env["SAGESTACK_MODEL_DIR"] = str(model_dir)
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=full_env, cwd=ROOT)
+    stack = Stack(f"http://127.0.0.1:{port}", proc, run_dir)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sagestack serve exited with {proc.returncode}")
+        try:
+            if requests.get(f"{stack.url}/ping", timeout=2).status_code == 200:
+                return stack
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    stack.stop()
+    raise RuntimeError("stack did not become ready")
