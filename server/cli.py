@@ -51,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sagestack", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("serve", help="start runtimes, gunicorn and nginx (the container entry point)").set_defaults(
-        fn=cmd_serve
-    )
+    sub.add_parser(
+        "serve", help="start runtimes, gunicorn and nginx (the container entry point)"
+    ).set_defaults(fn=cmd_serve)
     sub.add_parser("config", help="print the effective settings").set_defaults(fn=cmd_config)
 
     b = sub.add_parser("build", help="build a model into the model directory")

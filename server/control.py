@@ -21,9 +21,7 @@ Reply = tuple[int, dict[str, Any]]
 
 
 class ControlServer:
-    def __init__(
-        self, path: Path, load: Callable[[str, str], Reply], unload: Callable[[str], Reply]
-    ) -> None:
+    def __init__(self, path: Path, load: Callable[[str, str], Reply], unload: Callable[[str], Reply]) -> None:
         path.unlink(missing_ok=True)
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,13 +33,13 @@ class ControlServer:
             def address_string(self) -> str:
                 return "control"
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 if self.path == "/models":
                     return self._send(*load(str(body.get("model_name")), str(body.get("url"))))
                 self._send(404, {"error": f"unknown control path {self.path}"})
 
-            def do_DELETE(self) -> None:  # noqa: N802
+            def do_DELETE(self) -> None:
                 match = re.fullmatch(r"/models/([^/]+)", self.path)
                 if match:
                     return self._send(*unload(match[1]))
@@ -80,7 +78,9 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.unix_path)
 
 
-def request(path: Path, method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 600) -> Reply:
+def request(
+    path: Path, method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 600
+) -> Reply:
     conn = _UnixConnection(path, timeout)
     try:
         data = json.dumps(body).encode() if body is not None else None

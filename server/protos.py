@@ -32,17 +32,17 @@ def _load() -> None:
 
 
 def _import_all() -> None:
-    import tensorflow.core.example.example_pb2  # noqa: F401
-    import tensorflow.core.framework.tensor_pb2  # noqa: F401
-    import tensorflow.core.framework.types_pb2  # noqa: F401
+    import tensorflow.core.example.example_pb2
+    import tensorflow.core.framework.tensor_pb2
+    import tensorflow.core.framework.types_pb2
     import tensorflow.core.protobuf.meta_graph_pb2  # noqa: F401
-    import tensorflow_serving.apis.classification_pb2  # noqa: F401
-    import tensorflow_serving.apis.get_model_metadata_pb2  # noqa: F401
-    import tensorflow_serving.apis.get_model_status_pb2  # noqa: F401
-    import tensorflow_serving.apis.model_service_pb2_grpc  # noqa: F401
-    import tensorflow_serving.apis.predict_pb2  # noqa: F401
-    import tensorflow_serving.apis.prediction_service_pb2_grpc  # noqa: F401
-    import tensorflow_serving.apis.regression_pb2  # noqa: F401
+    import tensorflow_serving.apis.classification_pb2
+    import tensorflow_serving.apis.get_model_metadata_pb2
+    import tensorflow_serving.apis.get_model_status_pb2
+    import tensorflow_serving.apis.model_service_pb2_grpc
+    import tensorflow_serving.apis.predict_pb2
+    import tensorflow_serving.apis.prediction_service_pb2_grpc
+    import tensorflow_serving.apis.regression_pb2
     import tensorflow_serving.config.model_server_config_pb2  # noqa: F401
 
 

@@ -47,15 +47,15 @@ class PortSlots:
         self.capacity = (self.hi - self.lo + 1) // 2
         self.used: set[int] = set()
 
-    def take(self) -> tuple[int, int]:
-        for i in range(self.capacity):
-            if i not in self.used:
-                self.used.add(i)
-                return self.lo + 2 * i, self.lo + 2 * i + 1
-        raise StartupError(
-            f"SAGEMAKER_SAFE_PORT_RANGE {self.lo}-{self.hi} has room for {self.capacity} model-server "
-            "instances; more are needed"
-        )
+    def take_many(self, n: int) -> list[tuple[int, int]]:
+        free = [i for i in range(self.capacity) if i not in self.used][:n]
+        if len(free) < n:
+            raise StartupError(
+                f"SAGEMAKER_SAFE_PORT_RANGE {self.lo}-{self.hi} has room for {self.capacity} model-server "
+                f"instances; {len(self.used) + n} are needed"
+            )
+        self.used.update(free)
+        return [(self.lo + 2 * i, self.lo + 2 * i + 1) for i in free]
 
     def give_back(self, grpc_port: int) -> None:
         self.used.discard((grpc_port - self.lo) // 2)
@@ -81,11 +81,19 @@ class Supervisor:
             signal.signal(sig, lambda *_: self.stopping.set())
         try:
             self.start()
-        except (StartupError, ModelDirError, ValueError, FileNotFoundError, TimeoutError, RuntimeError) as exc:
+        except (
+            StartupError,
+            ModelDirError,
+            ValueError,
+            FileNotFoundError,
+            TimeoutError,
+            RuntimeError,
+        ) as exc:
             log(f"start-up failed: {exc}")
             self.shutdown()
             return 1
-        log(f"ready: http://{self.settings.bind_address}:{self.settings.bind_port} serving {sorted(self.table.models)}")
+        s = self.settings
+        log(f"ready: http://{s.bind_address}:{s.bind_port} serving {sorted(self.table.models)}")
         while not self.stopping.wait(0.25):
             self.watch()
         self.shutdown()
@@ -99,7 +107,9 @@ class Supervisor:
             specs = find_models(s.model_dir)
             names = [spec.name for spec in specs]
             if s.default_model_name and s.default_model_name not in names:
-                raise StartupError(f"SAGEMAKER_TFS_DEFAULT_MODEL_NAME={s.default_model_name!r} is not among {names}")
+                raise StartupError(
+                    f"SAGEMAKER_TFS_DEFAULT_MODEL_NAME={s.default_model_name!r} is not among {names}"
+                )
             self.table.default_model = s.default_model_name or names[0]
             for spec in specs:
                 install_requirements(spec)
@@ -125,12 +135,14 @@ class Supervisor:
 
     def _start_model(self, spec: ModelSpec) -> list[RuntimeInstance]:
         with self.lock:
-            instances = []
-            for i in range(self.settings.instance_count):
-                inst = RuntimeInstance(spec.name, spec.kind, spec.base_path, i, self.slots.take(), self.settings)
-                inst.start()
-                instances.append(inst)
+            ports = self.slots.take_many(self.settings.instance_count)  # all or none, before any process
+            instances = [
+                RuntimeInstance(spec.name, spec.kind, spec.base_path, i, p, self.settings)
+                for i, p in enumerate(ports)
+            ]
             self.runtimes[spec.name] = instances
+            for inst in instances:
+                inst.start()
             self.table.models[spec.name] = ModelRoute(
                 spec.name,
                 str(spec.base_path),
@@ -139,7 +151,10 @@ class Supervisor:
                 str(spec.code_dir) if spec.code_dir else None,
                 [InstanceRoute(x.id, x.grpc_port, x.rest_port, STARTING, x.pid) for x in instances],
             )
-            log(f"model '{spec.name}' ({spec.kind}, versions {list(spec.versions)}): {len(instances)} instance(s) starting")
+            versions = list(spec.versions)
+            log(
+                f"model '{spec.name}' ({spec.kind}, versions {versions}): {len(instances)} instances starting"
+            )
             return instances
 
     def _await_ready(self, inst: RuntimeInstance, deadline: float) -> None:
@@ -204,7 +219,8 @@ class Supervisor:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.nginx.poll() is not None:
-                raise StartupError(f"nginx exited with code {self.nginx.returncode} (is port {self.settings.bind_port} free?)")
+                code, port = self.nginx.returncode, self.settings.bind_port
+                raise StartupError(f"nginx exited with code {code} (is port {port} free?)")
             try:
                 socket.create_connection((host, self.settings.bind_port), timeout=0.5).close()
                 return
@@ -257,7 +273,7 @@ class Supervisor:
             if short:
                 return 507, {"error": f"not enough memory to load model '{name}': {short}"}
             if self.slots.capacity - len(self.slots.used) < self.settings.instance_count:
-                return 507, {"error": f"no free ports in SAGEMAKER_SAFE_PORT_RANGE for model '{name}'"}
+                return 507, {"error": f"no free ports left in SAGEMAKER_SAFE_PORT_RANGE for model '{name}'"}
             self.loading.add(name)
         try:
             install_requirements(spec)

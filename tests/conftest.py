@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from stackutil import Stack, start_stack
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -26,7 +27,11 @@ def hpt_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def model_dir(tmp_path_factory: pytest.TempPathFactory, hpt_base: Path) -> Path:
     """Three models over the same SavedModel: plain, with input/output handlers, with handler()."""
     root = tmp_path_factory.mktemp("model")
-    for name, code in (("half_plus_three", None), ("hpt_handled", "handled_code"), ("hpt_handler", "handler_code")):
+    for name, code in (
+        ("half_plus_three", None),
+        ("hpt_handled", "handled_code"),
+        ("hpt_handler", "handler_code"),
+    ):
         shutil.copytree(hpt_base, root / name)
         if code:
             shutil.copytree(FIXTURES / code, root / name / "code")

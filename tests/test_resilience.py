@@ -15,7 +15,10 @@ import requests
 from stackutil import start_stack
 
 pytestmark = pytest.mark.stack
-HANDLER = {"Content-Type": "application/json", "X-Amzn-SageMaker-Custom-Attributes": "tfs-model-name=hpt_handler"}
+HANDLER = {
+    "Content-Type": "application/json",
+    "X-Amzn-SageMaker-Custom-Attributes": "tfs-model-name=hpt_handler",
+}
 
 
 def test_runtime_killed_mid_load_is_restarted_without_client_errors(model_dir, tmp_path):
@@ -31,7 +34,9 @@ def test_runtime_killed_mid_load_is_restarted_without_client_errors(model_dir, t
             for _ in range(2000):  # bounded
                 if stop.is_set():
                     return
-                r = session.post(stack.url + "/invocations", data="[1.0]", headers={"Content-Type": "application/json"})
+                r = session.post(
+                    stack.url + "/invocations", data="[1.0]", headers={"Content-Type": "application/json"}
+                )
                 codes.append(r.status_code)
                 if r.status_code == 200:
                     assert r.json() == {"predictions": [3.5]}
@@ -68,7 +73,12 @@ def test_sigterm_drains_in_flight_requests(model_dir, tmp_path):
     n = 6
 
     def slow(i: int) -> tuple[int, dict]:
-        r = requests.post(stack.url + "/invocations", data=json.dumps({"x": [float(i)], "sleep": 2}), headers=HANDLER, timeout=30)
+        r = requests.post(
+            stack.url + "/invocations",
+            data=json.dumps({"x": [float(i)], "sleep": 2}),
+            headers=HANDLER,
+            timeout=30,
+        )
         return r.status_code, r.json()
 
     with ThreadPoolExecutor(n) as pool:

@@ -147,7 +147,8 @@ class ModelStore:
             log(f"model '{name}' version {mv.version} failed to load: {mv.error}")
             return
         mv.state = State.AVAILABLE
-        log(f"model '{name}' version {mv.version} AVAILABLE (loaded and warmed in {time.monotonic() - started:.2f}s)")
+        took = time.monotonic() - started
+        log(f"model '{name}' version {mv.version} AVAILABLE (loaded and warmed in {took:.2f}s)")
 
     def model(self, name: str) -> Model:
         try:
@@ -155,7 +156,9 @@ class ModelStore:
         except KeyError:
             raise NotFound(f"model '{name}' is not served here") from None
 
-    def resolve(self, name: str, version: int | None, signature: str | None) -> tuple[ModelVersion, Signature]:
+    def resolve(
+        self, name: str, version: int | None, signature: str | None
+    ) -> tuple[ModelVersion, Signature]:
         mv = self.model(name).get(version)
         assert mv.servable is not None
         sig_name = signature or DEFAULT_SIGNATURE
@@ -180,7 +183,9 @@ class ModelStore:
         self, mv: ModelVersion, sig: Signature, examples: Iterable[Any], method: str
     ) -> dict[str, np.ndarray]:
         if sig.method != method:
-            raise TensorError(f"signature '{sig.name}' is a {sig.method.rsplit('/', 1)[-1]} signature, not {method}")
+            raise TensorError(
+                f"signature '{sig.name}' is a {sig.method.rsplit('/', 1)[-1]} signature, not {method}"
+            )
         if len(sig.inputs) != 1:
             raise TensorError(f"signature '{sig.name}' must take exactly one serialized-example input")
         serialized = np.array([e.SerializeToString() for e in examples], dtype=object)
@@ -287,7 +292,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, store: ModelStore) -> None:
         self.store = store
 
-    def Predict(self, request, context):  # noqa: N802 - gRPC method name
+    def Predict(self, request, context):
         with _grpc_errors(context):
             spec = request.model_spec
             mv, sig = self.store.resolve(spec.name, _version(spec), spec.signature_name)
@@ -304,7 +309,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 response.outputs[key].CopyFrom(to_proto(outputs[key]))
             return response
 
-    def Classify(self, request, context):  # noqa: N802
+    def Classify(self, request, context):
         with _grpc_errors(context):
             mv, sig, outputs = self._examples(request, CLASSIFY)
             response = classification_pb2.ClassificationResponse()
@@ -323,7 +328,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                         cls.score = float(scores[i].reshape(-1)[j])
             return response
 
-    def Regress(self, request, context):  # noqa: N802
+    def Regress(self, request, context):
         with _grpc_errors(context):
             mv, sig, outputs = self._examples(request, REGRESS)
             if "outputs" not in outputs:
@@ -343,7 +348,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         outputs = self.store.classify_or_regress(mv, sig, request.input.example_list.examples, method)
         return mv, sig, outputs
 
-    def GetModelMetadata(self, request, context):  # noqa: N802
+    def GetModelMetadata(self, request, context):
         with _grpc_errors(context):
             spec = request.model_spec
             mv = self.store.model(spec.name).get(_version(spec))
@@ -375,7 +380,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, store: ModelStore) -> None:
         self.store = store
 
-    def GetModelStatus(self, request, context):  # noqa: N802
+    def GetModelStatus(self, request, context):
         with _grpc_errors(context):
             model = self.store.model(request.model_spec.name)
             response = get_model_status_pb2.GetModelStatusResponse()
@@ -392,7 +397,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             return response
 
 
-class _grpc_errors:  # noqa: N801 - used as a context manager
+class _grpc_errors:
     def __init__(self, context: grpc.ServicerContext) -> None:
         self.context = context
 
@@ -420,7 +425,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:500] if text else type(exc).__name__
 
 
-_REST_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<rest>/metadata|:\w+)?$")
+_REST_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<rest>/metadata|:\w+)?$"
+)
 
 
 def rest_handler(store: ModelStore) -> type[BaseHTTPRequestHandler]:
@@ -430,10 +437,10 @@ def rest_handler(store: ModelStore) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:
             return None
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._dispatch("GET")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._dispatch("POST")
 
         def _dispatch(self, verb: str) -> None:
@@ -496,7 +503,9 @@ def rest_handler(store: ModelStore) -> type[BaseHTTPRequestHandler]:
                 outputs = store.run(mv, sig, arrays)
                 return {"predictions": predictions(outputs)} if row else {"outputs": columnar(outputs)}
             examples = examples_to_protos(body.get("examples"))
-            outputs = store.classify_or_regress(mv, sig, examples, CLASSIFY if method == "classify" else REGRESS)
+            outputs = store.classify_or_regress(
+                mv, sig, examples, CLASSIFY if method == "classify" else REGRESS
+            )
             return {"results": rest_results(method, outputs)}
 
         def _send(self, code: int, payload: Any) -> None:
@@ -576,13 +585,17 @@ def serve(argv: list[str], make_backend: Callable[[argparse.Namespace], Backend]
     batcher = None
     if args.enable_batching.lower() == "true":
         params = read_batching_file(args.batching_parameters_file)
-        batcher = Batching(params["max_batch_size"], params["batch_timeout_micros"], params["max_enqueued_batches"])
+        batcher = Batching(
+            params["max_batch_size"], params["batch_timeout_micros"], params["max_enqueued_batches"]
+        )
     store = ModelStore(make_backend(args), batcher)
     grpc_server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=args.grpc_max_threads),
         options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(store), grpc_server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(store), grpc_server
+    )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store), grpc_server)
     # Listen first (status says LOADING meanwhile), then load: the supervisor can watch progress.
     if grpc_server.add_insecure_port(f"127.0.0.1:{args.port}") == 0:

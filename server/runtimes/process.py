@@ -74,7 +74,9 @@ class RuntimeInstance:
         while time.monotonic() < deadline:
             code = self.exited()
             if code is not None:
-                raise RuntimeError(f"runtime {self.id} exited with code {code} while loading (see its log above)")
+                raise RuntimeError(
+                    f"runtime {self.id} exited with code {code} while loading (see its log above)"
+                )
             ready, detail = self.status()
             if ready:
                 return

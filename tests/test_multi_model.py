@@ -1,0 +1,102 @@
+"""Multi-model endpoint (SAGEMAKER_MULTI_MODEL=true) with several gunicorn workers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from stackutil import start_stack
+
+pytestmark = pytest.mark.stack
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def mme(model_dir, tmp_path_factory):
+    stack = start_stack(
+        None,
+        tmp_path_factory.mktemp("mme"),
+        SAGEMAKER_MULTI_MODEL="true",
+        SAGEMAKER_GUNICORN_WORKERS="3",
+        SAGESTACK_MODEL_DIR=str(model_dir),
+    )
+    yield stack, model_dir
+    assert stack.stop() == 0
+
+
+def test_load_list_invoke_unload(mme):
+    stack, model_dir = mme
+    url = stack.url
+    assert requests.get(url + "/ping", timeout=5).status_code == 200
+    assert requests.get(url + "/models", timeout=5).json() == {"models": []}
+
+    r = requests.post(
+        url + "/models", json={"model_name": "m1", "url": str(model_dir / "half_plus_three")}, timeout=120
+    )
+    assert r.status_code == 200, r.text
+    again = requests.post(
+        url + "/models", json={"model_name": "m1", "url": str(model_dir / "half_plus_three")}, timeout=30
+    )
+    assert again.status_code == 409
+    missing = requests.post(
+        url + "/models", json={"model_name": "m2", "url": str(model_dir / "nothing")}, timeout=30
+    )
+    assert missing.status_code == 404
+    assert "no version directory" in missing.json()["error"]
+    assert requests.post(url + "/models", data="{oops", headers=JSON, timeout=5).status_code == 400
+
+    listing = requests.get(url + "/models", timeout=5).json()
+    assert listing == {"models": [{"modelName": "m1", "modelUrl": str(model_dir / "half_plus_three")}]}
+    assert requests.get(url + "/models/m1", timeout=5).json()["versions"] == [1, 2]
+
+    # Every worker sees the loaded model (requests spread over 3 workers).
+    for _ in range(30):
+        r = requests.post(url + "/models/m1/invoke", data="[1.0]", headers=JSON, timeout=10)
+        assert r.json() == {"predictions": [3.5]}
+    r = requests.post(
+        url + "/invocations",
+        data="[2.0]",
+        headers={**JSON, "X-Amzn-SageMaker-Target-Model": "m1"},
+        timeout=10,
+    )
+    assert r.json() == {"predictions": [4.0]}
+
+    assert requests.delete(url + "/models/m1", timeout=30).status_code == 200
+    assert requests.delete(url + "/models/m1", timeout=30).status_code == 404
+    for _ in range(10):
+        r = requests.post(url + "/models/m1/invoke", data="[1.0]", headers=JSON, timeout=10)
+        assert r.status_code == 404
+
+
+def test_paging(mme):
+    stack, model_dir = mme
+    for name in ("a", "b", "c"):
+        body = {"model_name": name, "url": str(model_dir / "half_plus_three")}
+        assert requests.post(stack.url + "/models", json=body, timeout=120).status_code == 200
+    first = requests.get(stack.url + "/models?page_size=2", timeout=5).json()
+    assert [m["modelName"] for m in first["models"]] == ["a", "b"]
+    rest = requests.get(
+        stack.url + f"/models?page_size=2&next_page_token={first['nextPageToken']}", timeout=5
+    ).json()
+    assert [m["modelName"] for m in rest["models"]] == ["c"] and "nextPageToken" not in rest
+    for name in ("a", "b", "c"):
+        assert requests.delete(stack.url + f"/models/{name}", timeout=30).status_code == 200
+
+
+def test_target_model_header_loads_from_model_dir(mme):
+    """As on SageMaker, a target model that is not loaded yet is loaded on first use."""
+    stack, _ = mme
+    headers = {**JSON, "X-Amzn-SageMaker-Target-Model": "hpt_handled"}
+    r = requests.post(stack.url + "/invocations", data=json.dumps([1.0]), headers=headers, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["doubled"] == [7.0]
+    unknown = requests.post(
+        stack.url + "/invocations",
+        data="[1]",
+        headers={**JSON, "X-Amzn-SageMaker-Target-Model": "zzz"},
+        timeout=10,
+    )
+    assert unknown.status_code == 404
+    assert requests.delete(stack.url + "/models/hpt_handled", timeout=30).status_code == 200

@@ -1,0 +1,127 @@
+"""Settings: SageMaker's names and defaults, and start-up errors that name the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.settings import Settings, SettingsError
+from stackutil import ROOT
+
+
+def test_defaults_match_sagemaker():
+    s = Settings.from_env({})
+    assert s.bind_port == 8080
+    assert s.instance_count == 1
+    assert (s.inter_op_parallelism, s.intra_op_parallelism) == (0, 0)
+    assert s.gpu_mem_margin == 0.2
+    assert s.wait_time_seconds == 300
+    assert s.default_model_name is None
+    assert s.enable_batching is False
+    assert (s.max_batch_size, s.batch_timeout_micros) == (8, 1000)
+    assert (s.gunicorn_workers, s.gunicorn_threads, s.gunicorn_worker_class) == (1, 1, "gevent")
+    assert s.gunicorn_timeout == 30
+    assert s.nginx_proxy_read_timeout == 60
+    assert s.nginx_loglevel == "error"
+    assert s.omp_num_threads == 1
+    assert s.multi_model is False
+    assert s.max_payload_bytes == 6 * 1024 * 1024
+
+
+def test_proxy_timeout_follows_a_longer_gunicorn_timeout():
+    s = Settings.from_env({"SAGEMAKER_GUNICORN_TIMEOUT_SECONDS": "120"})
+    assert s.effective_proxy_read_timeout == 120
+
+
+def test_values_are_read():
+    s = Settings.from_env(
+        {
+            "SAGEMAKER_SAFE_PORT_RANGE": "10000-10999",
+            "SAGEMAKER_TFS_ENABLE_BATCHING": "TRUE",
+            "SAGEMAKER_GUNICORN_WORKER_CLASS": "sync",
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB": "0.5",
+            "SAGESTACK_MODEL_DIR": "/x/y",
+        }
+    )
+    assert s.safe_port_range == (10000, 10999)
+    assert s.enable_batching is True
+    assert s.gunicorn_worker_class == "sync"
+    assert s.max_payload_bytes == 512 * 1024
+    assert s.model_dir == Path("/x/y")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SAGEMAKER_BIND_TO_PORT", "http"),
+        ("SAGEMAKER_BIND_TO_PORT", "70000"),
+        ("SAGEMAKER_TFS_ENABLE_BATCHING", "yes"),
+        ("SAGEMAKER_MULTI_MODEL", "1"),
+        ("SAGEMAKER_SAFE_PORT_RANGE", "9000"),
+        ("SAGEMAKER_SAFE_PORT_RANGE", "9999-9000"),
+        ("SAGEMAKER_GUNICORN_WORKER_CLASS", "tornado"),
+        ("SAGEMAKER_GUNICORN_WORKERS", "0"),
+        ("SAGEMAKER_TFS_FRACTIONAL_GPU_MEM_MARGIN", "1.5"),
+        ("SAGEMAKER_TFS_NGINX_LOGLEVEL", "loud"),
+        ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "lots"),
+        ("OMP_NUM_THREADS", "-1"),
+    ],
+)
+def test_bad_values_name_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_serve_fails_at_start_up_naming_the_variable(tmp_path):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SAGEMAKER_TFS_ENABLE_BATCHING": "maybe",
+        "SAGESTACK_RUN_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "SAGEMAKER_TFS_ENABLE_BATCHING" in result.stderr
+
+
+def test_config_prints_effective_settings(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "SAGEMAKER_GUNICORN_WORKERS": "3"}
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "config"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert '"gunicorn_workers": "3"' in result.stdout
+
+
+def test_too_small_port_range_fails_start_up(hpt_base, tmp_path):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SAGESTACK_MODEL_DIR": str(hpt_base.parent),
+        "SAGESTACK_RUN_DIR": str(tmp_path),
+        "SAGEMAKER_SAFE_PORT_RANGE": "23000-23002",
+        "SAGEMAKER_TFS_INSTANCE_COUNT": "2",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "SAGEMAKER_SAFE_PORT_RANGE 23000-23002 has room for 1" in result.stderr
