@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
     o.add_argument("--connections", type=int, default=32, help="concurrent connections (wrk -c)")
     o.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each variant")
+    o.add_argument("--workers", type=int, default=2, help="gunicorn workers (and KServe workers)")
+    o.add_argument("--instances", type=int, default=1, help="runtime instances")
+    o.add_argument("--loadgen-cpus", default="1", help="CPUs for the load generators (taskset); '' for any")
     o.add_argument("--no-kserve", action="store_true", help="skip the KServe peer")
     o.set_defaults(fn=cmd_bench_overhead)
     return p

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stackutil import Stack, start_stack
+from bench.stack import Stack, start_stack
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from stackutil import start_stack
+from bench.stack import start_stack
 
 pytestmark = pytest.mark.stack
 JSON = {"Content-Type": "application/json"}

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from stackutil import start_stack
+from bench.stack import start_stack
 
 pytestmark = pytest.mark.stack
 HANDLER = {

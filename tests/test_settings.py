@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.stack import ROOT
 from server.settings import Settings, SettingsError
-from stackutil import ROOT
 
 
 def test_defaults_match_sagemaker():

@@ -1,4 +1,7 @@
-"""Starting the real stack the way users start it (`sagestack serve`), on free loopback ports."""
+"""Starting the real stack the way users start it (`sagestack serve`), on free loopback ports.
+
+Used by benchmarks, the tuner and the integration tests alike.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,10 @@ from pathlib import Path
 
 import requests
 
+from bench.loadgen import taskset_prefix
+
 ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 180
 
 
 def free_port() -> int:
@@ -56,7 +62,8 @@ class Stack:
         return self.proc.wait(timeout)
 
 
-def start_stack(model_dir: Path | None, run_dir: Path, **env: str) -> Stack:
+def start_stack(model_dir: Path | None, run_dir: Path, cpus: str | None = None, **env: str) -> Stack:
+    """`sagestack serve` with these settings; returns once /ping answers 200."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -69,9 +76,10 @@ def start_stack(model_dir: Path | None, run_dir: Path, **env: str) -> Stack:
     }
     if model_dir is not None:
         full_env["SAGESTACK_MODEL_DIR"] = str(model_dir)
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=full_env, cwd=ROOT)
+    argv = [*taskset_prefix(cpus), sys.executable, "-m", "server.cli", "serve"]
+    proc = subprocess.Popen(argv, env=full_env, cwd=ROOT)
     stack = Stack(f"http://127.0.0.1:{port}", proc, run_dir)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"sagestack serve exited with {proc.returncode}")
