@@ -166,9 +166,8 @@ def run(args: argparse.Namespace) -> int:
             for name, measure in variants.items():
                 result = measure()
                 runs[name].append(result)
-                log(
-                    f"round {r + 1}/{args.rounds} {name}: {result['rps']:.0f} req/s, p50 {result['p50_ms']:.3f} ms"
-                )
+                rps, p50 = result["rps"], result["p50_ms"]
+                log(f"round {r + 1}/{args.rounds} {name}: {rps:.0f} req/s, p50 {p50:.3f} ms")
     finally:
         stack.stop()
         if kserve is not None:
@@ -209,7 +208,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
             "connections": c,
             "seconds_per_measurement": args.seconds,
             "rounds": args.rounds,
-            "placement": f"wrk and Python load generators on CPU(s) {args.loadgen_cpus or 'any'}; servers unpinned",
+            "placement": f"load generators on CPU(s) {args.loadgen_cpus or 'any'}; servers unpinned",
         },
         "median": med,
         "runs": runs,
@@ -238,7 +237,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax2.set_title("Latency")
     ax2.legend()
     s = report["summary"]
-    title = f"half_plus_three: stack {s['stack_rps']:.0f} req/s, +{s['stack_added_p50_ms']:.2f} ms p50 over runtime"
+    title = (
+        f"half_plus_three: stack {s['stack_rps']:.0f} req/s, +{s['stack_added_p50_ms']:.2f} ms p50 vs runtime"
+    )
     if "stack_vs_kserve_rps_ratio" in s:
         title += f", {s['stack_vs_kserve_rps_ratio']:.2f}x KServe"
     fig.suptitle(title)
