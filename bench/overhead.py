@@ -112,6 +112,8 @@ def _start_kserve(port: int, workers: int, model_dir: Path) -> tuple[subprocess.
         try:
             r = requests.post(url, data=BODY, headers=HEADERS, timeout=2)
             if r.status_code == 200 and r.json()["predictions"] == EXPECTED:
+                for _ in range(50):  # every worker loads the model before measuring
+                    requests.post(url, data=BODY, headers=HEADERS, timeout=30)
                 return proc, url
         except requests.ConnectionError:
             pass

@@ -18,11 +18,13 @@ class SavedModel(kserve.Model):
         self.fn = None
 
     def load(self) -> bool:
-        self.fn = tf.saved_model.load(self.path).signatures["serving_default"]
+        # KServe pickles the model into each worker process, so TensorFlow objects load there, lazily.
         self.ready = True
         return True
 
     def predict(self, payload, headers=None):
+        if self.fn is None:
+            self.fn = tf.saved_model.load(self.path).signatures["serving_default"]
         x = np.asarray(payload["instances"], dtype=np.float32)
         return {"predictions": self.fn(x=tf.constant(x))["y"].numpy().tolist()}
 
