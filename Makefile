@@ -29,6 +29,7 @@ $(VENV)/.installed: pyproject.toml
 # Build every default model that is missing from $(MODEL_DIR).
 models: setup
 	@[ -d $(MODEL_DIR)/half_plus_three/1 ] || $(BIN)/sagestack build half_plus_three --out $(MODEL_DIR)/half_plus_three
+	@[ -d $(MODEL_DIR)/credit_risk/1 ] || $(BIN)/sagestack build credit_risk --out $(MODEL_DIR)/credit_risk
 
 serve: models
 	SAGESTACK_MODEL_DIR=$(MODEL_DIR) SAGESTACK_BIND_ADDRESS=$${SAGESTACK_BIND_ADDRESS:-127.0.0.1} \

@@ -239,9 +239,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax2.set_title("Latency")
     ax2.legend()
     s = report["summary"]
-    title = (
-        f"half_plus_three: stack {s['stack_rps']:.0f} req/s, +{s['stack_added_p50_ms']:.2f} ms p50 vs runtime"
-    )
+    title = f"half_plus_three: stack {s['stack_rps']:.0f} req/s, +{s['stack_added_p50_ms']:.2f} ms p50 vs runtime"
     if "stack_vs_kserve_rps_ratio" in s:
         title += f", {s['stack_vs_kserve_rps_ratio']:.2f}x KServe"
     fig.suptitle(title)

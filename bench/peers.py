@@ -30,6 +30,4 @@ def ensure_venv(name: str) -> Path:
 
 def version(python: Path, package: str) -> str:
     code = f"import importlib.metadata as m; print(m.version('{package}'))"
-    return subprocess.run(
-        [str(python), "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()

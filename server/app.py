@@ -58,16 +58,12 @@ class Invocations:
     ) -> None:
         settings = self.gateway.settings
         if name is not None and not settings.multi_model:
-            raise ApiError(
-                404, "/models/{name}/invoke needs a multi-model endpoint (SAGEMAKER_MULTI_MODEL=true)"
-            )
+            raise ApiError(404, "/models/{name}/invoke needs a multi-model endpoint (SAGEMAKER_MULTI_MODEL=true)")
         model = name or req.get_header(TARGET_MODEL)
         target = self.gateway.target(req.get_header(CUSTOM_ATTRIBUTES), model)
         req.context.model = target.model
         body = read_body(req, settings.max_payload_bytes)
-        resp.data, resp.content_type = self.gateway.invoke(
-            target, body, req.content_type, req.get_header("Accept")
-        )
+        resp.data, resp.content_type = self.gateway.invoke(target, body, req.content_type, req.get_header("Accept"))
 
 
 class Models:
@@ -139,9 +135,7 @@ def _api_error(req: falcon.Request, resp: falcon.Response, exc: ApiError, params
     resp.data = _error_body(exc.message)
 
 
-def _http_error(
-    req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError, params: dict[str, Any]
-) -> None:
+def _http_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError, params: dict[str, Any]) -> None:
     resp.status = exc.status
     resp.content_type = falcon.MEDIA_JSON
     message = exc.description or exc.title

@@ -11,6 +11,7 @@ from server.settings import Settings, SettingsError
 
 BUILDERS = {
     "half_plus_three": "models.half_plus_three.build",
+    "credit_risk": "models.credit_risk.build",
 }
 
 
@@ -41,6 +42,25 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_flow(args: argparse.Namespace) -> int:
+    from models.credit_risk import flow
+
+    try:
+        if args.action == "preview":
+            import pandas as pd
+
+            with pd.option_context("display.max_columns", 12, "display.width", 160):
+                print(flow.preview(args.flow, args.steps, args.rows))
+        elif args.action == "run":
+            frame = flow.run(args.flow, args.out)
+            print(f"wrote {args.out}: {frame.shape[0]} rows x {frame.shape[1]} columns")
+        else:
+            print(f"wrote {flow.export(args.flow, args.out)}")
+    except flow.FlowError as exc:
+        raise SystemExit(f"sagestack flow: {exc}") from None
+    return 0
+
+
 def cmd_bench_overhead(args: argparse.Namespace) -> int:
     from bench.overhead import run
 
@@ -51,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sagestack", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser(
-        "serve", help="start runtimes, gunicorn and nginx (the container entry point)"
-    ).set_defaults(fn=cmd_serve)
+    sub.add_parser("serve", help="start runtimes, gunicorn and nginx (the container entry point)").set_defaults(
+        fn=cmd_serve
+    )
     sub.add_parser("config", help="print the effective settings").set_defaults(fn=cmd_config)
 
     b = sub.add_parser("build", help="build a model into the model directory")
@@ -61,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, help="model base directory (default: $SAGESTACK_MODEL_DIR/<model>)")
     b.add_argument("extra", nargs=argparse.REMAINDER, help="options passed to the model's builder")
     b.set_defaults(fn=cmd_build)
+
+    f = sub.add_parser("flow", help="Data-Wrangler-style prep flows").add_subparsers(dest="action", required=True)
+    fp = f.add_parser("preview", help="show the table after the first N steps")
+    fp.add_argument("flow", type=Path)
+    fp.add_argument("--steps", type=int, required=True)
+    fp.add_argument("--rows", type=int, default=10)
+    fr = f.add_parser("run", help="fit the flow and run it on the whole data set")
+    fr.add_argument("flow", type=Path)
+    fr.add_argument("--out", type=Path, required=True, help="x.csv or x.parquet")
+    fe = f.add_parser("export", help="write a standalone prep.py that reproduces the fitted flow")
+    fe.add_argument("flow", type=Path)
+    fe.add_argument("--out", type=Path, required=True)
+    for parser in (fp, fr, fe):
+        parser.set_defaults(fn=cmd_flow)
 
     bench = sub.add_parser("bench", help="benchmarks; results go to build/bench/").add_subparsers(
         dest="bench", required=True

@@ -78,9 +78,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.unix_path)
 
 
-def request(
-    path: Path, method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 600
-) -> Reply:
+def request(path: Path, method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 600) -> Reply:
     conn = _UnixConnection(path, timeout)
     try:
         data = json.dumps(body).encode() if body is not None else None

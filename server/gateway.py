@@ -105,9 +105,7 @@ class Gateway:
         try:
             model_spec(name, base)
         except ModelDirError:
-            raise not_found(
-                f"model '{name}' is not loaded and not found in {self.settings.model_dir}"
-            ) from None
+            raise not_found(f"model '{name}' is not loaded and not found in {self.settings.model_dir}") from None
         self.load_model(name, str(base))
         return self.table().models[name]
 
@@ -123,9 +121,7 @@ class Gateway:
         return True, f"{len(table.models)} model(s) AVAILABLE"
 
     # ---- invocation --------------------------------------------------------------------------
-    def invoke(
-        self, target: Target, body: bytes, content_type: str | None, accept: str | None
-    ) -> tuple[bytes, str]:
+    def invoke(self, target: Target, body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
         ctype = codecs.media_type(content_type)
         code = self.handlers(target.model)
         if code is None:
@@ -181,9 +177,7 @@ class Gateway:
         return ({"predictions": predictions(outputs)} if row else {"outputs": columnar(outputs)}), outputs
 
     def signature(self, target: Target, name: str | None):
-        versioned = self._grpc(
-            target, lambda: self.runtimes.signatures(target.model, target.version, self.timeout)
-        )
+        versioned = self._grpc(target, lambda: self.runtimes.signatures(target.model, target.version, self.timeout))
         sig_name = name or "serving_default"
         sig = versioned.signatures.get(sig_name)
         if sig is None:
@@ -199,29 +193,22 @@ class Gateway:
         for key, value in arrays.items():
             spec = sig.inputs.get(key)
             request.inputs[key].CopyFrom(to_proto(value, spec.dtype if spec else None))
-        response = self._grpc(
-            target, lambda: self.runtimes.pool(target.model).call("Predict", request, self.timeout)
-        )
+        response = self._grpc(target, lambda: self.runtimes.pool(target.model).call("Predict", request, self.timeout))
         return {k: from_proto(v) for k, v in response.outputs.items()}
 
     def _classify_or_regress(self, target: Target, method: str, request: dict[str, Any]):
         if "examples" not in request:
             raise bad_request(f"tfs-method={method} needs a JSON body with 'examples'")
         message = (
-            classification_pb2.ClassificationRequest
-            if method == "classify"
-            else regression_pb2.RegressionRequest
+            classification_pb2.ClassificationRequest if method == "classify" else regression_pb2.RegressionRequest
         )()
         _spec(message.model_spec, target, request.get("signature_name") or "serving_default")
         message.input.example_list.examples.extend(examples_to_protos(request["examples"]))
         rpc = "Classify" if method == "classify" else "Regress"
-        response = self._grpc(
-            target, lambda: self.runtimes.pool(target.model).call(rpc, message, self.timeout)
-        )
+        response = self._grpc(target, lambda: self.runtimes.pool(target.model).call(rpc, message, self.timeout))
         if method == "classify":
             rows = [
-                [[c.label or str(j), c.score] for j, c in enumerate(r.classes)]
-                for r in response.result.classifications
+                [[c.label or str(j), c.score] for j, c in enumerate(r.classes)] for r in response.result.classifications
             ]
             return {"results": rows}, {}
         return {"results": rest_results("regress", {"outputs": _regressions(response)})}, {}
@@ -281,9 +268,7 @@ class Gateway:
             if status is not None:
                 raise ApiError(status, f"model '{target.model}': {exc}") from None
             log.error("model %s: %s failed\n%s", target.model, name, traceback.format_exc())
-            raise ApiError(
-                500, f"model '{target.model}': {name} failed: {type(exc).__name__}: {exc}"
-            ) from None
+            raise ApiError(500, f"model '{target.model}': {name} failed: {type(exc).__name__}: {exc}") from None
 
     # ---- multi-model endpoint ----------------------------------------------------------------
     def load_model(self, name: str, url: str) -> dict[str, Any]:
@@ -316,9 +301,7 @@ class Gateway:
         names = sorted(self.table().models)
         start = names.index(token) if token in names else 0
         page = names[start : start + page_size]
-        out: dict[str, Any] = {
-            "models": [{"modelName": n, "modelUrl": self.table().models[n].base_path} for n in page]
-        }
+        out: dict[str, Any] = {"models": [{"modelName": n, "modelUrl": self.table().models[n].base_path} for n in page]}
         if start + page_size < len(names):
             out["nextPageToken"] = names[start + page_size]
         return out

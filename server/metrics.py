@@ -30,9 +30,7 @@ LATENCY = Histogram(
     ["model", "route"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-IN_FLIGHT = Gauge(
-    "sagestack_in_flight_requests", "Requests being answered", ["model"], multiprocess_mode="livesum"
-)
+IN_FLIGHT = Gauge("sagestack_in_flight_requests", "Requests being answered", ["model"], multiprocess_mode="livesum")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -50,9 +48,7 @@ class PoolCollector:
         instances = GaugeMetricFamily(
             "sagestack_runtime_instances", "Runtime instances by model and state", labels=["model", "state"]
         )
-        ready = GaugeMetricFamily(
-            "sagestack_model_ready", "1 when the model is AVAILABLE and warm", labels=["model"]
-        )
+        ready = GaugeMetricFamily("sagestack_model_ready", "1 when the model is AVAILABLE and warm", labels=["model"])
         for name, model in self.table_.models.items():
             counts: dict[str, int] = {"ready": 0, "starting": 0, "down": 0}
             for inst in model.instances:

@@ -49,9 +49,7 @@ class Instance:
     @property
     def stub(self) -> prediction_service_pb2_grpc.PredictionServiceStub:
         if self._stub is None:
-            self._channel = grpc.insecure_channel(
-                f"127.0.0.1:{self.route.grpc_port}", options=CHANNEL_OPTIONS
-            )
+            self._channel = grpc.insecure_channel(f"127.0.0.1:{self.route.grpc_port}", options=CHANNEL_OPTIONS)
             self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         return self._stub
 

@@ -107,9 +107,7 @@ class Supervisor:
             specs = find_models(s.model_dir)
             names = [spec.name for spec in specs]
             if s.default_model_name and s.default_model_name not in names:
-                raise StartupError(
-                    f"SAGEMAKER_TFS_DEFAULT_MODEL_NAME={s.default_model_name!r} is not among {names}"
-                )
+                raise StartupError(f"SAGEMAKER_TFS_DEFAULT_MODEL_NAME={s.default_model_name!r} is not among {names}")
             self.table.default_model = s.default_model_name or names[0]
             for spec in specs:
                 install_requirements(spec)
@@ -137,8 +135,7 @@ class Supervisor:
         with self.lock:
             ports = self.slots.take_many(self.settings.instance_count)  # all or none, before any process
             instances = [
-                RuntimeInstance(spec.name, spec.kind, spec.base_path, i, p, self.settings)
-                for i, p in enumerate(ports)
+                RuntimeInstance(spec.name, spec.kind, spec.base_path, i, p, self.settings) for i, p in enumerate(ports)
             ]
             self.runtimes[spec.name] = instances
             for inst in instances:
@@ -152,9 +149,7 @@ class Supervisor:
                 [InstanceRoute(x.id, x.grpc_port, x.rest_port, STARTING, x.pid) for x in instances],
             )
             versions = list(spec.versions)
-            log(
-                f"model '{spec.name}' ({spec.kind}, versions {versions}): {len(instances)} instances starting"
-            )
+            log(f"model '{spec.name}' ({spec.kind}, versions {versions}): {len(instances)} instances starting")
             return instances
 
     def _await_ready(self, inst: RuntimeInstance, deadline: float) -> None:

@@ -66,9 +66,7 @@ def test_negotiate_and_encode():
     assert codecs.encode({"predictions": [{"a": 1, "b": [2, 3]}]}, codecs.CSV)[0] == b"1,2,3\n"
 
 
-@pytest.mark.parametrize(
-    "dtype", [np.float32, np.float64, np.int32, np.int64, np.uint8, np.bool_, np.float16]
-)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64, np.uint8, np.bool_, np.float16])
 def test_tensor_proto_round_trip(dtype):
     arr = (np.arange(12).reshape(3, 4) % 3).astype(dtype)
     back = from_proto(to_proto(arr))

@@ -40,9 +40,7 @@ def test_load_list_invoke_unload(mme):
         url + "/models", json={"model_name": "m1", "url": str(model_dir / "half_plus_three")}, timeout=30
     )
     assert again.status_code == 409
-    missing = requests.post(
-        url + "/models", json={"model_name": "m2", "url": str(model_dir / "nothing")}, timeout=30
-    )
+    missing = requests.post(url + "/models", json={"model_name": "m2", "url": str(model_dir / "nothing")}, timeout=30)
     assert missing.status_code == 404
     assert "no version directory" in missing.json()["error"]
     assert requests.post(url + "/models", data="{oops", headers=JSON, timeout=5).status_code == 400
@@ -77,9 +75,7 @@ def test_paging(mme):
         assert requests.post(stack.url + "/models", json=body, timeout=120).status_code == 200
     first = requests.get(stack.url + "/models?page_size=2", timeout=5).json()
     assert [m["modelName"] for m in first["models"]] == ["a", "b"]
-    rest = requests.get(
-        stack.url + f"/models?page_size=2&next_page_token={first['nextPageToken']}", timeout=5
-    ).json()
+    rest = requests.get(stack.url + f"/models?page_size=2&next_page_token={first['nextPageToken']}", timeout=5).json()
     assert [m["modelName"] for m in rest["models"]] == ["c"] and "nextPageToken" not in rest
     for name in ("a", "b", "c"):
         assert requests.delete(stack.url + f"/models/{name}", timeout=30).status_code == 200

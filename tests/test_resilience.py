@@ -34,9 +34,7 @@ def test_runtime_killed_mid_load_is_restarted_without_client_errors(model_dir, t
             for _ in range(2000):  # bounded
                 if stop.is_set():
                     return
-                r = session.post(
-                    stack.url + "/invocations", data="[1.0]", headers={"Content-Type": "application/json"}
-                )
+                r = session.post(stack.url + "/invocations", data="[1.0]", headers={"Content-Type": "application/json"})
                 codes.append(r.status_code)
                 if r.status_code == 200:
                     assert r.json() == {"predictions": [3.5]}

@@ -45,9 +45,7 @@ def test_json_plain_list_and_columnar(stack):
 
 
 def test_jsonlines_in_and_out(stack):
-    r = post(
-        stack, "1.0\n2.0\n5.0\n", {"Content-Type": "application/jsonlines", "Accept": "application/jsonlines"}
-    )
+    r = post(stack, "1.0\n2.0\n5.0\n", {"Content-Type": "application/jsonlines", "Accept": "application/jsonlines"})
     assert r.status_code == 200
     assert r.headers["Content-Type"] == "application/jsonlines"
     assert r.text == "3.5\n4.0\n5.5\n"
@@ -83,9 +81,7 @@ def test_model_selection(stack):
 def test_classify_and_regress(stack):
     body = {"signature_name": "regress_x_to_y", "examples": [{"x": 1.0}, {"x": 4.0}]}
     assert post(stack, body, attrs(tfs_method="regress")).json() == {"results": [3.5, 5.0]}
-    assert post(stack, body, attrs(tfs_method="regress", tfs_model_version="1")).json() == {
-        "results": [2.5, 4.0]
-    }
+    assert post(stack, body, attrs(tfs_method="regress", tfs_model_version="1")).json() == {"results": [2.5, 4.0]}
     body = {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]}
     assert post(stack, body, attrs(tfs_method="classify")).json() == {"results": [[["0", 4.0]]]}
 

@@ -156,9 +156,7 @@ class ModelStore:
         except KeyError:
             raise NotFound(f"model '{name}' is not served here") from None
 
-    def resolve(
-        self, name: str, version: int | None, signature: str | None
-    ) -> tuple[ModelVersion, Signature]:
+    def resolve(self, name: str, version: int | None, signature: str | None) -> tuple[ModelVersion, Signature]:
         mv = self.model(name).get(version)
         assert mv.servable is not None
         sig_name = signature or DEFAULT_SIGNATURE
@@ -183,9 +181,7 @@ class ModelStore:
         self, mv: ModelVersion, sig: Signature, examples: Iterable[Any], method: str
     ) -> dict[str, np.ndarray]:
         if sig.method != method:
-            raise TensorError(
-                f"signature '{sig.name}' is a {sig.method.rsplit('/', 1)[-1]} signature, not {method}"
-            )
+            raise TensorError(f"signature '{sig.name}' is a {sig.method.rsplit('/', 1)[-1]} signature, not {method}")
         if len(sig.inputs) != 1:
             raise TensorError(f"signature '{sig.name}' must take exactly one serialized-example input")
         serialized = np.array([e.SerializeToString() for e in examples], dtype=object)
@@ -425,9 +421,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:500] if text else type(exc).__name__
 
 
-_REST_PATH = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<rest>/metadata|:\w+)?$"
-)
+_REST_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<rest>/metadata|:\w+)?$")
 
 
 def rest_handler(store: ModelStore) -> type[BaseHTTPRequestHandler]:
@@ -503,9 +497,7 @@ def rest_handler(store: ModelStore) -> type[BaseHTTPRequestHandler]:
                 outputs = store.run(mv, sig, arrays)
                 return {"predictions": predictions(outputs)} if row else {"outputs": columnar(outputs)}
             examples = examples_to_protos(body.get("examples"))
-            outputs = store.classify_or_regress(
-                mv, sig, examples, CLASSIFY if method == "classify" else REGRESS
-            )
+            outputs = store.classify_or_regress(mv, sig, examples, CLASSIFY if method == "classify" else REGRESS)
             return {"results": rest_results(method, outputs)}
 
         def _send(self, code: int, payload: Any) -> None:
@@ -585,17 +577,13 @@ def serve(argv: list[str], make_backend: Callable[[argparse.Namespace], Backend]
     batcher = None
     if args.enable_batching.lower() == "true":
         params = read_batching_file(args.batching_parameters_file)
-        batcher = Batching(
-            params["max_batch_size"], params["batch_timeout_micros"], params["max_enqueued_batches"]
-        )
+        batcher = Batching(params["max_batch_size"], params["batch_timeout_micros"], params["max_enqueued_batches"])
     store = ModelStore(make_backend(args), batcher)
     grpc_server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=args.grpc_max_threads),
         options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(store), grpc_server
-    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(store), grpc_server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store), grpc_server)
     # Listen first (status says LOADING meanwhile), then load: the supervisor can watch progress.
     if grpc_server.add_insecure_port(f"127.0.0.1:{args.port}") == 0:

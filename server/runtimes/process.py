@@ -74,18 +74,14 @@ class RuntimeInstance:
         while time.monotonic() < deadline:
             code = self.exited()
             if code is not None:
-                raise RuntimeError(
-                    f"runtime {self.id} exited with code {code} while loading (see its log above)"
-                )
+                raise RuntimeError(f"runtime {self.id} exited with code {code} while loading (see its log above)")
             ready, detail = self.status()
             if ready:
                 return
             if detail.startswith("every version failed"):
                 raise RuntimeError(f"runtime {self.id}: {detail}")
             time.sleep(0.1)
-        raise TimeoutError(
-            f"runtime {self.id} not AVAILABLE within SAGEMAKER_TFS_WAIT_TIME_SECONDS ({detail})"
-        )
+        raise TimeoutError(f"runtime {self.id} not AVAILABLE within SAGEMAKER_TFS_WAIT_TIME_SECONDS ({detail})")
 
     def signal(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:

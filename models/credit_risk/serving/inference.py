@@ -1,0 +1,86 @@
+"""Scores German-credit loan applications given in the readable schema (SageMaker TFS handlers).
+
+Rows come as text/csv (header optional; without one, fields follow the UCI column order) or as
+JSON records. `prep` (code/lib/prep.py) is the flow exported at build time with its fitted state,
+so serving applies exactly the training-time transform. Each row gets the probability of high
+risk and a label; bad rows get a 400 naming the row and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import prep
+
+CONFIG = json.loads((Path(__file__).with_name("config.json")).read_text())
+
+
+class BadRequest(ValueError):
+    status_code = 400
+
+
+class UnsupportedType(ValueError):
+    status_code = 415
+
+
+def _csv_frame(text: str) -> pd.DataFrame:
+    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    columns = prep.INPUT_COLUMNS
+    if set(rows[0]) <= {*columns, CONFIG["label"]} and len(set(rows[0])) == len(rows[0]):
+        header, rows = rows[0], rows[1:]
+    else:
+        header = columns
+    for n, row in enumerate(rows, 1):
+        if len(row) != len(header):
+            raise BadRequest(f"row {n} has {len(row)} fields, expected {len(header)} ({', '.join(header)})")
+    if not rows:
+        raise BadRequest("the CSV body has a header but no rows")
+    return pd.DataFrame(rows, columns=header)
+
+
+def _json_frame(body: bytes, lines: bool) -> pd.DataFrame:
+    try:
+        records = [json.loads(x) for x in body.splitlines() if x.strip()] if lines else json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if isinstance(records, dict):
+        records = records.get("instances", records.get("applications", [records]))
+    if not isinstance(records, list) or not records:
+        raise BadRequest("send a JSON list of applications (objects keyed by column name)")
+    for n, record in enumerate(records, 1):
+        if not isinstance(record, dict):
+            raise BadRequest(f"row {n} is not an object keyed by column name")
+    return pd.DataFrame.from_records(records)
+
+
+def input_handler(data, context):
+    body = data.read()
+    if not body.strip():
+        raise BadRequest("the request body is empty")
+    ctype = context.request_content_type
+    if ctype == "text/csv":
+        frame = _csv_frame(body.decode("utf-8", errors="replace"))
+    elif ctype in ("application/json", "application/jsonlines"):
+        frame = _json_frame(body, lines=ctype == "application/jsonlines")
+    else:
+        raise UnsupportedType(f"credit_risk takes text/csv or application/json, not {ctype}")
+    frame.index = range(len(frame))
+    features = prep.prepare(frame, serving=True)
+    return {"inputs": {"features": features.to_numpy(np.float32)}}
+
+
+def output_handler(response, context):
+    threshold = CONFIG["threshold"]
+    probabilities = response.outputs["probability_high_risk"].reshape(-1)
+    rows = [
+        {"probability_high_risk": round(float(p), 6), "label": "high risk" if p >= threshold else "low risk"}
+        for p in probabilities
+    ]
+    if "text/csv" in context.accept_header:
+        return "".join(f"{r['probability_high_risk']},{r['label']}\n" for r in rows), "text/csv"
+    return json.dumps({"predictions": rows}), "application/json"

@@ -1,0 +1,132 @@
+"""credit_risk end to end: build (data -> flow -> bias -> quick model -> train -> export), then serve."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import requests
+
+from bench.stack import start_stack
+from models.credit_risk.build import build
+from models.credit_risk.data import load
+
+pytestmark = pytest.mark.stack
+ATTRS = {"X-Amzn-SageMaker-Custom-Attributes": "tfs-model-name=credit_risk"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("credit")
+    report = build(root / "model" / "credit_risk", root / "reports")
+    return root, report
+
+
+@pytest.fixture(scope="module")
+def credit_stack(built):
+    root, _ = built
+    stack = start_stack(root / "model", root / "run", SAGEMAKER_GUNICORN_WORKERS="2")
+    yield stack
+    assert stack.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def applications():
+    return load().drop(columns=["risk"]).head(3)
+
+
+def expected_probabilities(root, frame) -> np.ndarray:
+    """The model computed here, in-process: exported prep.py, then the SavedModel."""
+    import tensorflow as tf
+
+    code = root / "model" / "credit_risk" / "code"
+    spec = importlib.util.spec_from_file_location("credit_prep", code / "lib" / "prep.py")
+    prep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prep)
+    features = prep.prepare(frame, serving=True).to_numpy(np.float32)
+    fn = tf.saved_model.load(str(root / "model" / "credit_risk" / "1")).signatures["serving_default"]
+    return fn(features=tf.constant(features))["probability_high_risk"].numpy()
+
+
+def test_report_shape_and_quality(built):
+    root, _ = built
+    on_disk = json.loads((root / "reports" / "report.json").read_text())
+    assert on_disk["bias"]["sex"].keys() >= {"CI", "DPL", "JS", "KL", "KS"}
+    assert on_disk["bias"]["sex"]["CI"] == pytest.approx(0.38)  # 690 male, 310 female
+    assert 0 < on_disk["quick_model"]["f1"] <= 1 and on_disk["quick_model"]["importance"]
+    assert on_disk["model"]["roc_auc"] >= 0.78
+    assert 0 < on_disk["model"]["f1"] <= 1
+    for name in (
+        "report.html",
+        "target_histogram.png",
+        "age_by_risk.png",
+        "bias_sex.png",
+        "quick_model_importance.png",
+    ):
+        assert (root / "reports" / name).stat().st_size > 1000
+
+
+def _post(stack, body, ctype, accept="application/json"):
+    headers = {**ATTRS, "Content-Type": ctype, "Accept": accept}
+    return requests.post(stack.url + "/invocations", data=body, headers=headers, timeout=30)
+
+
+def test_csv_with_and_without_header_and_json_agree(built, credit_stack, applications):
+    root, _ = built
+    expected = expected_probabilities(root, applications)
+    with_header = _post(credit_stack, applications.to_csv(index=False), "text/csv")
+    without = _post(credit_stack, applications.to_csv(index=False, header=False), "text/csv")
+    as_json = _post(credit_stack, applications.to_json(orient="records"), "application/json")
+    for r in (with_header, without, as_json):
+        assert r.status_code == 200, r.text
+        predictions = r.json()["predictions"]
+        assert [p["probability_high_risk"] for p in predictions] == pytest.approx(expected.tolist(), abs=1e-5)
+        assert all(p["label"] in ("low risk", "high risk") for p in predictions)
+
+
+def test_csv_accept(credit_stack, applications):
+    r = _post(credit_stack, applications.to_csv(index=False), "text/csv", accept="text/csv")
+    assert r.status_code == 200
+    lines = r.text.strip().splitlines()
+    assert len(lines) == 3 and all(line.split(",")[1] in ("low risk", "high risk") for line in lines)
+
+
+def test_bad_rows_name_row_and_column(credit_stack, applications):
+    bad = applications.copy()
+    bad.loc[1, "housing"] = "castle"
+    r = _post(credit_stack, bad.to_csv(index=False), "text/csv")
+    assert r.status_code == 400
+    assert "row 2, column 'housing': unknown category 'castle'" in r.json()["error"]
+
+    bad = applications.copy().astype(object)
+    bad.loc[2, "creditamount"] = "lots"
+    r = _post(credit_stack, bad.to_json(orient="records"), "application/json")
+    assert r.status_code == 400
+    assert "row 3, column 'creditamount': 'lots' is not a number" in r.json()["error"]
+
+    r = _post(credit_stack, applications.drop(columns=["age"]).to_csv(index=False), "text/csv")
+    assert r.status_code == 400
+    assert "missing column(s) 'age'" in r.json()["error"]
+    r = _post(credit_stack, applications.drop(columns=["age"]).to_csv(index=False, header=False), "text/csv")
+    assert r.status_code == 400
+    assert "row 1 has 19 fields" in r.json()["error"]
+    r = _post(credit_stack, applications.drop(columns=["age"]).to_json(orient="records"), "application/json")
+    assert r.status_code == 400
+    assert "missing column(s) 'age'" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "status", "needle"),
+    [
+        ("", "text/csv", 400, "empty"),
+        ("{oops", "application/json", 400, "malformed JSON"),
+        ('"just text"', "application/json", 400, "JSON list of applications"),
+        ("abc", "image/png", 415, "credit_risk takes text/csv or application/json"),
+    ],
+)
+def test_bad_bodies(credit_stack, body, ctype, status, needle):
+    r = _post(credit_stack, body, ctype)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["error"]
