@@ -30,6 +30,7 @@ $(VENV)/.installed: pyproject.toml
 models: setup
 	@[ -d $(MODEL_DIR)/half_plus_three/1 ] || $(BIN)/sagestack build half_plus_three --out $(MODEL_DIR)/half_plus_three
 	@[ -d $(MODEL_DIR)/credit_risk/1 ] || $(BIN)/sagestack build credit_risk --out $(MODEL_DIR)/credit_risk
+	@[ -d $(MODEL_DIR)/anomaly/1 ] || $(BIN)/sagestack build anomaly --out $(MODEL_DIR)/anomaly
 
 serve: models
 	SAGESTACK_MODEL_DIR=$(MODEL_DIR) SAGESTACK_BIND_ADDRESS=$${SAGESTACK_BIND_ADDRESS:-127.0.0.1} \

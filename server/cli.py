@@ -12,6 +12,7 @@ from server.settings import Settings, SettingsError
 BUILDERS = {
     "half_plus_three": "models.half_plus_three.build",
     "credit_risk": "models.credit_risk.build",
+    "anomaly": "models.anomaly.build",
 }
 
 
@@ -61,6 +62,19 @@ def cmd_flow(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_anomaly(args: argparse.Namespace) -> int:
+    if args.action == "make-dataset":
+        from models.anomaly.generate import make_dataset
+
+        manifest = make_dataset(args.out, args.normal, args.anomaly, args.seed, args.test_normal, args.test_anomaly)
+        print(f"wrote {len(manifest)} images to {args.out} (kinds in {args.out / 'manifest.json'})")
+        return 0
+    from models.anomaly.train import main as train_main
+
+    train_main([str(args.dataset), *args.extra])
+    return 0
+
+
 def cmd_bench_overhead(args: argparse.Namespace) -> int:
     from bench.overhead import run
 
@@ -95,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--out", type=Path, required=True)
     for parser in (fp, fr, fe):
         parser.set_defaults(fn=cmd_flow)
+
+    a = sub.add_parser("anomaly", help="Lookout-style anomaly detection").add_subparsers(dest="action", required=True)
+    am = a.add_parser("make-dataset", help="generate PCB images: OUT/normal, OUT/anomaly (+ OUT/test/...)")
+    am.add_argument("out", type=Path)
+    am.add_argument("--normal", type=int, default=60)
+    am.add_argument("--anomaly", type=int, default=40)
+    am.add_argument("--test-normal", type=int, default=0)
+    am.add_argument("--test-anomaly", type=int, default=0)
+    am.add_argument("--seed", type=int, default=7)
+    at = a.add_parser("train", help="train on DATASET (normal/, anomaly/, optional test/) and export the model")
+    at.add_argument("dataset", type=Path)
+    at.add_argument("extra", nargs=argparse.REMAINDER, help="--out, --reports, --roi X Y W H, --version, --fast")
+    for parser in (am, at):
+        parser.set_defaults(fn=cmd_anomaly)
 
     bench = sub.add_parser("bench", help="benchmarks; results go to build/bench/").add_subparsers(
         dest="bench", required=True

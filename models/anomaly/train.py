@@ -1,0 +1,160 @@
+"""`sagestack anomaly train DATASET`: learn normal, calibrate, evaluate, export for serving.
+
+Normal training images become the detector's memory; anomalous training images (and the normal
+ones, left out one at a time) set the threshold. The test split gives precision, recall, F1, AUROC
+and recall per defect kind, a table, and a gallery PNG with heat maps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models.anomaly import dataset as ds
+from models.anomaly import model
+from models.anomaly.preprocess import decode, to_input
+
+SERVING = Path(__file__).with_name("serving")
+
+
+def log(message: str) -> None:
+    print(f"[anomaly] {message}", file=sys.stderr, flush=True)
+
+
+def _inputs(items: list[ds.Item], roi: list[int] | None, image_size: list[int]) -> np.ndarray:
+    return np.stack([to_input(decode(i.path.read_bytes()), roi, image_size) for i in items])
+
+
+def metrics(items: list[ds.Item], scores: np.ndarray, threshold: float) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    truth = np.array([i.anomalous for i in items])
+    predicted = scores >= threshold
+    tp, fp = int((predicted & truth).sum()), int((predicted & ~truth).sum())
+    fn = int((~predicted & truth).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    per_kind = {}
+    for kind in sorted({i.kind for i in items if i.anomalous and i.kind}):
+        hits = [p for p, i in zip(predicted, items, strict=True) if i.kind == kind]
+        per_kind[kind] = {"recall": float(np.mean(hits)), "n": len(hits)}
+    normal_hits = [not p for p, i in zip(predicted, items, strict=True) if not i.anomalous]
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "auroc": float(roc_auc_score(truth, scores)) if 0 < truth.sum() < len(truth) else None,
+        "per_kind": per_kind,
+        "normal_specificity": float(np.mean(normal_hits)) if normal_hits else None,
+        "threshold": threshold,
+    }
+
+
+def gallery(items: list[ds.Item], scores: np.ndarray, maps: np.ndarray, threshold: float, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(-scores)
+    show = list(order[:8]) + list(order[-4:]) if len(order) > 12 else list(order)
+    cols = 4
+    rows = (len(show) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, k in zip(axes.flat, show, strict=False):
+        item = items[k]
+        img = Image.open(item.path).convert("RGB")
+        ax.imshow(img)
+        ax.imshow(
+            maps[k], cmap="inferno", alpha=0.45, extent=(0, img.width, img.height, 0), vmin=0, vmax=threshold * 1.5
+        )
+        verdict = scores[k] >= threshold
+        color = "green" if verdict == item.anomalous else "red"
+        label = item.kind or ("anomaly" if item.anomalous else "normal")
+        ax.set_title(f"{label}\nscore {scores[k]:.2f} ({'ANOMALY' if verdict else 'ok'})", color=color, fontsize=9)
+    fig.suptitle(f"test images, highest and lowest scores (threshold {threshold:.2f}; red = wrong)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def train(
+    root: Path,
+    out: Path,
+    reports: Path,
+    roi: list[int] | None = None,
+    version: int = 1,
+    seed: int = 0,
+    geometry: model.Geometry = model.DEFAULT_GEOMETRY,
+) -> dict:
+    data = ds.load(root, seed)
+    reports.mkdir(parents=True, exist_ok=True)
+    image_size = list(Image.open(data.train[0].path).size)
+    n_train, n_test = data.counts(data.train), data.counts(data.test)
+    log(f"train {n_train}, test {n_test} ({'test/ folder' if data.explicit_test else 'stratified split'})")
+    normal = [i for i in data.train if not i.anomalous]
+    anomalous = [i for i in data.train if i.anomalous]
+    log("fitting on normal images")
+    fitted = model.fit(
+        _inputs(normal, roi, image_size), geometry, lambda i, n: log(f"calibrating the normal spread {i}/{n}")
+    )
+    scorer = model.Scorer(fitted)
+    anomaly_scores = scorer.score(_inputs(anomalous, roi, image_size))[0] if anomalous else np.array([])
+    threshold = model.choose_threshold(fitted.normal_scores, anomaly_scores)
+    spread = float(np.std(np.concatenate([fitted.normal_scores, anomaly_scores])) or 1.0)
+    log(f"threshold {threshold:.3f} (normal LOO max {fitted.normal_scores.max():.3f})")
+    log(f"scoring {len(data.test)} test images")
+    scores, maps = scorer.score(_inputs(data.test, roi, image_size))
+    result = metrics(data.test, scores, threshold) | {"n_train": n_train, "n_test": n_test, "roi": roi}
+    gallery(data.test, scores, maps, threshold, reports / "gallery.png")
+    (reports / "metrics.json").write_text(json.dumps(result, indent=2))
+    print_table(result)
+
+    version_dir = out / str(version)
+    shutil.rmtree(version_dir, ignore_errors=True)
+    scorer.export(version_dir)
+    code = out / "code"
+    (code / "lib").mkdir(parents=True, exist_ok=True)
+    shutil.copy(SERVING / "inference.py", code / "inference.py")
+    shutil.copy(Path(__file__).with_name("preprocess.py"), code / "lib" / "anomaly_preprocess.py")
+    config_path = code / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {"versions": {}}
+    config["versions"][str(version)] = {"threshold": threshold, "spread": spread, "roi": roi, "image_size": image_size}
+    config_path.write_text(json.dumps(config, indent=1))
+    log(f"exported to {version_dir}; metrics in {reports / 'metrics.json'}")
+    return result
+
+
+def print_table(result: dict) -> None:
+    rows = [("precision", result["precision"]), ("recall", result["recall"]), ("F1", result["f1"])]
+    rows += [("AUROC", result["auroc"] if result["auroc"] is not None else float("nan"))]
+    rows += [(f"recall: {k}", v["recall"]) for k, v in result["per_kind"].items()]
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:.3f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="train the anomaly detector")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--out", type=Path, default=Path("build/model/anomaly"))
+    p.add_argument("--reports", type=Path, default=Path("build/reports/anomaly"))
+    p.add_argument("--roi", type=int, nargs=4, metavar=("X", "Y", "W", "H"), help="region of interest")
+    p.add_argument("--version", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fast", action="store_true", help="coarser patch grid: ~5x faster, less accurate (tests)")
+    args = p.parse_args(argv)
+    geometry = model.Geometry.fast() if args.fast else model.DEFAULT_GEOMETRY
+    try:
+        train(args.dataset, args.out, args.reports, args.roi, args.version, args.seed, geometry)
+    except ds.DatasetError as exc:
+        raise SystemExit(f"sagestack anomaly train: {exc}") from None
