@@ -75,6 +75,15 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_load(args: argparse.Namespace) -> int:
+    if args.tool == "locust":
+        import locust  # noqa: F401 - gevent must patch the process before anything else loads
+
+    from bench.load import main as load_main
+
+    return load_main(args)
+
+
 def cmd_bench_overhead(args: argparse.Namespace) -> int:
     from bench.overhead import run
 
@@ -137,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--loadgen-cpus", default="1", help="CPUs for the load generators (taskset); '' for any")
     o.add_argument("--no-kserve", action="store_true", help="skip the KServe peer")
     o.set_defaults(fn=cmd_bench_overhead)
+    ld = bench.add_parser("load", help="step users against the running stack; TPS, latency, CPU, memory, knee")
+    ld.add_argument("--model", required=True)
+    ld.add_argument("--users", default="1,2,4,8,16,32", help="comma-separated user counts, one step each")
+    ld.add_argument("--step-seconds", type=float, default=10.0)
+    ld.add_argument("--slo-ms", type=float, help="p95 latency objective for the knee")
+    ld.add_argument("--url", default="http://127.0.0.1:8080")
+    ld.add_argument("--tool", choices=("locust", "wrk"), default="locust")
+    ld.add_argument("--loadgen-cpus", default="1", help="CPUs for the load generator; '' for any")
+    ld.add_argument("--out", type=Path, help="default build/bench/load_<model>.json")
+    ld.set_defaults(fn=cmd_bench_load)
     return p
 
 

@@ -103,17 +103,19 @@ def custom_map(frame: pd.DataFrame, step: dict[str, Any], state: dict[str, Any])
 
 
 def one_hot(frame: pd.DataFrame, step: dict[str, Any], state: dict[str, Any]) -> pd.DataFrame:
+    """Each listed column becomes one 0/1 column per fitted category, in the column's place."""
     _require(frame, step["columns"], step)
-    out = frame.copy()
     for column in step["columns"]:
-        categories = state["categories"][column]
-        _unknown(out, column, categories, step)
-        position = out.columns.get_loc(column)
-        encoded = pd.DataFrame(
-            {f"{column}_{c}": (out[column] == c).astype("float64") for c in categories}, index=out.index
-        )
-        out = pd.concat([out.iloc[:, :position], encoded, out.iloc[:, position + 1 :]], axis=1)
-    return out
+        _unknown(frame, column, state["categories"][column], step)
+    pieces: dict[str, Any] = {}
+    for name in frame.columns:
+        if name in step["columns"]:
+            values = frame[name].to_numpy()
+            for category in state["categories"][name]:
+                pieces[f"{name}_{category}"] = (values == category).astype("float64")
+        else:
+            pieces[name] = frame[name]
+    return pd.DataFrame(pieces, index=frame.index)
 
 
 def scale(frame: pd.DataFrame, step: dict[str, Any], state: dict[str, Any]) -> pd.DataFrame:

@@ -1,0 +1,50 @@
+"""Real request bodies per model, for load tests and the tuner."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Payload:
+    body: bytes
+    headers: dict[str, str]
+    description: str
+
+
+def _attrs(model: str) -> dict[str, str]:
+    return {"X-Amzn-SageMaker-Custom-Attributes": f"tfs-model-name={model}"}
+
+
+def half_plus_three() -> Payload:
+    body = json.dumps({"instances": [1.0, 2.0, 5.0]}).encode()
+    return Payload(body, {"Content-Type": "application/json", **_attrs("half_plus_three")}, "JSON, 3 instances")
+
+
+def credit_risk() -> Payload:
+    from models.credit_risk.data import load
+
+    rows = load().drop(columns=["risk"]).head(5).to_csv(index=False).encode()
+    return Payload(rows, {"Content-Type": "text/csv", **_attrs("credit_risk")}, "CSV, 5 applications with header")
+
+
+def anomaly() -> Payload:
+    import numpy as np
+
+    from models.anomaly.generate import render
+
+    img, _ = render(np.random.default_rng(2024), "scratch")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return Payload(buf.getvalue(), {"Content-Type": "image/png", **_attrs("anomaly")}, "PNG 256x256 board photo")
+
+
+PAYLOADS = {"half_plus_three": half_plus_three, "credit_risk": credit_risk, "anomaly": anomaly}
+
+
+def payload(model: str) -> Payload:
+    if model not in PAYLOADS:
+        raise SystemExit(f"no load payload for model '{model}' (have: {', '.join(sorted(PAYLOADS))})")
+    return PAYLOADS[model]()
