@@ -32,8 +32,9 @@ models: setup
 	@[ -d $(MODEL_DIR)/credit_risk/1 ] || $(BIN)/sagestack build credit_risk --out $(MODEL_DIR)/credit_risk
 	@[ -d $(MODEL_DIR)/anomaly/1 ] || $(BIN)/sagestack build anomaly --out $(MODEL_DIR)/anomaly
 
+# ENV_FILE=build/tune/<model>.env serves with a tuned configuration (from `sagestack tune`).
 serve: models
-	SAGESTACK_MODEL_DIR=$(MODEL_DIR) SAGESTACK_BIND_ADDRESS=$${SAGESTACK_BIND_ADDRESS:-127.0.0.1} \
+	$(if $(ENV_FILE),set -a && . $(abspath $(ENV_FILE)) && set +a &&) SAGESTACK_MODEL_DIR=$(MODEL_DIR) SAGESTACK_BIND_ADDRESS=$${SAGESTACK_BIND_ADDRESS:-127.0.0.1} \
 	  SAGEMAKER_TFS_DEFAULT_MODEL_NAME=$${SAGEMAKER_TFS_DEFAULT_MODEL_NAME:-half_plus_three} \
 	  SAGEMAKER_BIND_TO_PORT=$${SAGEMAKER_BIND_TO_PORT:-$(PORT)} SAGESTACK_RUN_DIR=$${SAGESTACK_RUN_DIR:-$(CURDIR)/build/run} \
 	  $(BIN)/sagestack serve

@@ -61,7 +61,7 @@ def wrk(
             "wrk",
             "-t1",
             f"-c{connections}",
-            f"-d{seconds:g}s",
+            f"-d{max(1, round(seconds))}s",
             "--latency",
             "-s",
             str(script),

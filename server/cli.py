@@ -84,6 +84,15 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
     return load_main(args)
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    if args.tool == "locust":
+        import locust  # noqa: F401 - gevent must patch the process before anything else loads
+
+    from bench.tune import main as tune_main
+
+    return tune_main(args)
+
+
 def cmd_bench_overhead(args: argparse.Namespace) -> int:
     from bench.overhead import run
 
@@ -132,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("extra", nargs=argparse.REMAINDER, help="--out, --reports, --roi X Y W H, --version, --fast")
     for parser in (am, at):
         parser.set_defaults(fn=cmd_anomaly)
+
+    t = sub.add_parser("tune", help="search the SageMaker env vars for the best TPS under a p95 SLO")
+    t.add_argument("--model", required=True)
+    t.add_argument("--slo-ms", type=float, required=True, help="p95 latency objective")
+    t.add_argument("--users", type=int, default=16, help="concurrent users during each measurement")
+    t.add_argument("--seconds", type=float, default=4.0, help="first-rung measurement length (doubles per rung)")
+    t.add_argument("--configs", type=int, default=12, help="configurations sampled into the first rung")
+    t.add_argument("--finalists", type=int, default=1, help="stop halving at this many")
+    t.add_argument("--space", help='JSON {"VAR": [values, ...]} replacing the default search space')
+    t.add_argument("--model-dir", type=Path, default=Path("build/model"))
+    t.add_argument("--out-dir", type=Path, default=Path("build/tune"))
+    t.add_argument("--tool", choices=("locust", "wrk"), default="locust")
+    t.add_argument("--loadgen-cpus", default="1")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(fn=cmd_tune)
 
     bench = sub.add_parser("bench", help="benchmarks; results go to build/bench/").add_subparsers(
         dest="bench", required=True

@@ -1,0 +1,215 @@
+"""`sagestack tune --model M --slo-ms X`: find the env-var configuration that serves M best.
+
+SageMaker's advice is to sweep gunicorn workers, instance count, OMP and the TF thread pools by
+hand and watch TPS and p95. This does it with successive halving instead of the full grid: many
+configurations get a short measurement, the better half a longer one, and so on. Each measurement
+restarts the stack with that configuration (`sagestack serve`, only model M) and holds a fixed
+number of users on it. Results go to a JSON file after every measurement, so an interrupted sweep
+resumes where it stopped. The winner is written as an env file that `make serve ENV_FILE=...`,
+the k8s ConfigMap and `sagestack push --env-file` all take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SPACE: dict[str, list[Any]] = {
+    "SAGEMAKER_GUNICORN_WORKERS": [1, 2, 4],
+    "SAGEMAKER_GUNICORN_WORKER_CLASS": ["gevent", "gthread"],
+    "SAGEMAKER_TFS_INSTANCE_COUNT": [1, 2],
+    "OMP_NUM_THREADS": [1, 2],
+    "SAGEMAKER_TFS_INTER_OP_PARALLELISM": [0, 1, 2],
+    "SAGEMAKER_TFS_INTRA_OP_PARALLELISM": [0, 1, 2],
+}
+SAGEMAKER_DEFAULTS = {
+    "SAGEMAKER_GUNICORN_WORKERS": 1,
+    "SAGEMAKER_GUNICORN_WORKER_CLASS": "gevent",
+    "SAGEMAKER_TFS_INSTANCE_COUNT": 1,
+    "OMP_NUM_THREADS": 1,
+    "SAGEMAKER_TFS_INTER_OP_PARALLELISM": 0,
+    "SAGEMAKER_TFS_INTRA_OP_PARALLELISM": 0,
+}
+GTHREAD_THREADS = 8
+COLUMNS = [
+    ("workers", "SAGEMAKER_GUNICORN_WORKERS"),
+    ("class", "SAGEMAKER_GUNICORN_WORKER_CLASS"),
+    ("instances", "SAGEMAKER_TFS_INSTANCE_COUNT"),
+    ("OMP", "OMP_NUM_THREADS"),
+    ("inter", "SAGEMAKER_TFS_INTER_OP_PARALLELISM"),
+    ("intra", "SAGEMAKER_TFS_INTRA_OP_PARALLELISM"),
+]
+
+Config = dict[str, Any]
+Measure = Callable[[Config, float], dict[str, Any]]
+
+
+def log(message: str) -> None:
+    print(f"[tune] {message}", file=sys.stderr, flush=True)
+
+
+def key(config: Config) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
+def grid(space: dict[str, list[Any]]) -> list[Config]:
+    names = list(space)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*space.values())]
+
+
+def objective(result: dict[str, Any], slo_ms: float) -> float:
+    """TPS when p95 meets the SLO; past it, TPS shrinks with the square of the overshoot."""
+    p95 = result.get("p95_ms") or float("inf")
+    tps = result["tps"] if not result.get("errors") else result["tps"] * 0.5
+    return tps if p95 <= slo_ms else tps * (slo_ms / p95) ** 2
+
+
+def successive_halving(
+    configs: list[Config], measure: Measure, slo_ms: float, base_seconds: float, keep: float = 0.5, min_left: int = 1
+) -> tuple[Config, list[dict[str, Any]]]:
+    """Measure all configs for base_seconds, keep the best `keep` share at twice the time, repeat."""
+    history: list[dict[str, Any]] = []
+    alive = list(configs)
+    seconds = base_seconds
+    rung = 0
+    while True:
+        scored = []
+        for i, config in enumerate(alive, 1):
+            result = measure(config, seconds)
+            record = {"config": config, "rung": rung, "seconds": seconds, **result}
+            record["objective"] = objective(result, slo_ms)
+            history.append(record)
+            scored.append(record)
+            log(f"rung {rung} ({seconds:g}s) {i}/{len(alive)}: {_short(config)} -> {result['tps']:.1f} TPS, "
+                f"p95 {result.get('p95_ms')} ms")  # fmt: skip
+        scored.sort(key=lambda r: -r["objective"])
+        survivors = max(min_left, int(len(scored) * keep))
+        if (survivors <= min_left and len(scored) <= 2 * min_left) or len(scored) <= min_left:
+            return scored[0]["config"], history
+        alive = [r["config"] for r in scored[:survivors]]
+        seconds *= 2
+        rung += 1
+
+
+def _short(config: Config) -> str:
+    return " ".join(f"{label}={config.get(name, '-')}" for label, name in COLUMNS if name in config)
+
+
+def env_for(config: Config) -> dict[str, str]:
+    env = {k: str(v) for k, v in config.items()}
+    if env.get("SAGEMAKER_GUNICORN_WORKER_CLASS") == "gthread":
+        env.setdefault("SAGEMAKER_GUNICORN_THREADS", str(GTHREAD_THREADS))
+    return env
+
+
+class StackMeasure:
+    """One measurement: start the stack with the config (model M only), hold `users`, stop it."""
+
+    def __init__(self, model: str, model_dir: Path, users: int, tool: str, cpus: str | None, results: Path) -> None:
+        self.model, self.model_dir, self.users, self.tool, self.cpus = model, model_dir, users, tool, cpus
+        self.results = results
+        self.done = {(r["key"], r["seconds"]): r for r in self._load()}
+        self.only = Path(tempfile.mkdtemp(prefix="sagestack-tune-")) / "model"
+        self.only.mkdir()
+        (self.only / model).symlink_to((model_dir / model).resolve())
+
+    def _load(self) -> list[dict[str, Any]]:
+        return json.loads(self.results.read_text())["measurements"] if self.results.exists() else []
+
+    def __call__(self, config: Config, seconds: float) -> dict[str, Any]:
+        cached = self.done.get((key(config), seconds))
+        if cached is not None:
+            log(f"resumed from {self.results}: {_short(config)} ({seconds:g}s)")
+            return {k: cached[k] for k in ("tps", "p50_ms", "p95_ms", "p99_ms", "errors", "cpu_percent", "rss_mb")}
+        from bench.load import run_steps
+        from bench.stack import start_stack
+
+        run_dir = Path(tempfile.mkdtemp(prefix="sagestack-tune-run-"))
+        stack = start_stack(self.only, run_dir, SAGEMAKER_GUNICORN_LOGLEVEL="warning", **env_for(config))
+        try:
+            report = run_steps(stack.url, self.model, [self.users], seconds, self.tool, self.cpus)
+        finally:
+            stack.stop()
+        result = report["steps"][0]
+        record = {"key": key(config), "config": config, "seconds": seconds, **result}
+        self.done[(record["key"], seconds)] = record
+        self.results.parent.mkdir(parents=True, exist_ok=True)
+        self.results.write_text(json.dumps({"model": self.model, "measurements": list(self.done.values())}, indent=1))
+        return result
+
+
+def table(history: list[dict[str, Any]]) -> str:
+    """The seed's table: one row per configuration, at its longest measurement."""
+    final: dict[str, dict[str, Any]] = {}
+    for r in history:
+        k = key(r["config"])
+        if k not in final or r["seconds"] >= final[k]["seconds"]:
+            final[k] = r
+    rows = sorted(final.values(), key=lambda r: -r["objective"])
+    head = [label for label, _ in COLUMNS] + ["TPS", "p95 ms", "seconds"]
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in rows:
+        cells = [str(r["config"].get(name, "-")) for _, name in COLUMNS]
+        cells += [f"{r['tps']:.1f}", f"{r['p95_ms']:.1f}" if r.get("p95_ms") else "-", f"{r['seconds']:g}"]
+        lines.append(" | ".join(cells))
+    return "\n".join(lines)
+
+
+def write_env(config: Config, path: Path, note: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {note}"] + [f"{k}={v}" for k, v in sorted(env_for(config).items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(args: argparse.Namespace) -> int:
+    space = json.loads(args.space) if args.space else SPACE
+    full = grid(space)
+    rng = random.Random(args.seed)
+    configs = full if len(full) <= args.configs else rng.sample(full, args.configs)
+    default = {k: v for k, v in SAGEMAKER_DEFAULTS.items() if k in space}
+    if default in full and default not in configs:
+        configs[0] = default  # always measure SageMaker's defaults, for the comparison
+    out_dir = args.out_dir
+    results = out_dir / f"{args.model}_measurements.json"
+    measure = StackMeasure(args.model, args.model_dir, args.users, args.tool, args.loadgen_cpus or None, results)
+    log(f"{len(configs)} of {len(full)} configurations, successive halving from {args.seconds:g}s")
+    started = time.monotonic()
+    best, history = successive_halving(configs, measure, args.slo_ms, args.seconds, min_left=args.finalists)
+    best_record = max((r for r in history if r["config"] == best), key=lambda r: r["seconds"])
+    defaults = [r for r in history if r["config"] == default]
+    report = {
+        "model": args.model,
+        "slo_ms": args.slo_ms,
+        "users": args.users,
+        "search": "successive halving",
+        "configurations_in_space": len(full),
+        "configurations_measured": len({key(r["config"]) for r in history}),
+        "measurements": len(history),
+        "minutes": (time.monotonic() - started) / 60,
+        "best": {"config": best, **{k: best_record[k] for k in ("tps", "p95_ms", "seconds")}},
+        "history": history,
+    }
+    if defaults:
+        d = max(defaults, key=lambda r: r["seconds"])
+        report["sagemaker_defaults"] = {"tps": d["tps"], "p95_ms": d["p95_ms"], "seconds": d["seconds"]}
+        report["speedup_vs_defaults"] = best_record["tps"] / d["tps"] if d["tps"] else None
+    env_path = write_env(
+        best, out_dir / f"{args.model}.env", f"sagestack tune --model {args.model} --slo-ms {args.slo_ms}"
+    )
+    report["env_file"] = str(env_path)
+    (out_dir / f"{args.model}.json").write_text(json.dumps(report, indent=2))
+    print(table(history))
+    print(f"\nbest under p95 <= {args.slo_ms} ms: {_short(best)}: {best_record['tps']:.1f} TPS, "
+          f"p95 {best_record['p95_ms']} ms -> {env_path}")  # fmt: skip
+    if report.get("speedup_vs_defaults"):
+        print(f"{report['speedup_vs_defaults']:.2f}x the TPS of SageMaker's defaults (1 worker, 1 instance)")
+    return 0
