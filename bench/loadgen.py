@@ -18,8 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
 
 def load_average() -> float:
     return os.getloadavg()[0]
@@ -55,6 +53,13 @@ def wrk(
             "f:close()",
         ]
         lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+        lines += [
+            "done = function(summary, latency, requests)",
+            "  for _, p in ipairs({50, 90, 95, 99}) do",
+            '    io.write(string.format("PCT %d %d\\n", p, latency:percentile(p)))',
+            "  end",
+            "end",
+        ]
         script.write_text("\n".join(lines) + "\n")
         argv = [
             *taskset_prefix(cpus),
@@ -73,15 +78,14 @@ def wrk(
 
 def parse_wrk(text: str) -> dict[str, Any]:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    pct = {}
-    for p, value, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", text, flags=re.M):
-        pct[int(p)] = float(value) * _UNITS[unit]
+    pct = {int(p): int(us) / 1000 for p, us in re.findall(r"^PCT (\d+) (\d+)$", text, flags=re.M)}
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     errors = re.search(r"Socket errors:.*?connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     return {
         "rps": rps,
         "p50_ms": pct.get(50),
         "p90_ms": pct.get(90),
+        "p95_ms": pct.get(95),
         "p99_ms": pct.get(99),
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": sum(int(x) for x in errors.groups()) if errors else 0,

@@ -17,14 +17,10 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
-
-import requests
 
 from bench import loadgen, peers
 from bench.stack import free_port, start_stack
@@ -38,7 +34,7 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def _model_dir(work: Path) -> Path:
+def model_dir(work: Path) -> Path:
     from models.half_plus_three.build import build
 
     base = work / "model" / "half_plus_three"
@@ -88,47 +84,11 @@ def _http_client(url: str):
     return call
 
 
-def _start_kserve(port: int, workers: int, model_dir: Path) -> tuple[subprocess.Popen, str]:
-    python = peers.ensure_venv("kserve")
-    script = Path(__file__).parent / "peer_servers" / "kserve_half_plus_three.py"
-    version = model_dir / "half_plus_three" / "1"
-    proc = subprocess.Popen(
-        [
-            str(python),
-            str(script),
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--model-path",
-            str(version),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1/models/half_plus_three:predict"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            r = requests.post(url, data=BODY, headers=HEADERS, timeout=2)
-            if r.status_code == 200 and r.json()["predictions"] == EXPECTED:
-                for _ in range(50):  # every worker loads the model before measuring
-                    requests.post(url, data=BODY, headers=HEADERS, timeout=30)
-                return proc, url
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"KServe exited with {proc.returncode}")
-        time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("KServe did not come up")
-
-
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / "overhead"
-    model_dir = _model_dir(work)
+    models = model_dir(work)
     env = {
         "SAGEMAKER_GUNICORN_WORKERS": str(args.workers),
         "SAGEMAKER_TFS_INSTANCE_COUNT": str(args.instances),
@@ -136,18 +96,18 @@ def run(args: argparse.Namespace) -> int:
         "SAGEMAKER_GUNICORN_LOGLEVEL": "warning",
     }
     log(f"starting the stack ({args.workers} gunicorn workers, {args.instances} runtime instances)")
-    stack = start_stack(model_dir, Path(tempfile.mkdtemp(prefix="sagestack-bench-")), **env)
+    stack = start_stack(models, Path(tempfile.mkdtemp(prefix="sagestack-bench-")), **env)
     kserve = None
     try:
         if not args.no_kserve:
             log("starting KServe")
-            kserve = _start_kserve(free_port(), args.workers, model_dir)
+            kserve = peers.start_kserve(free_port(), args.workers, models / "half_plus_three" / "1")
         grpc_port = stack.routes()["models"]["half_plus_three"]["instances"][0]["grpc_port"]
         # The Python load generators run here; keep them off the servers' CPU where we can.
         if args.loadgen_cpus and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {int(c) for c in args.loadgen_cpus.split(",")})
         grpc_call, grpc_future = _grpc_client(grpc_port)
-        inprocess_call = _inprocess(model_dir)
+        inprocess_call = _inprocess(models)
         variants = {
             "in_process_c1": lambda: loadgen.sequential(inprocess_call, args.seconds),
             "runtime_grpc_c1": lambda: loadgen.sequential(grpc_call, args.seconds),
@@ -161,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         }
         if kserve is not None:
             variants[f"kserve_wrk_c{args.connections}"] = lambda: loadgen.wrk(
-                kserve[1], BODY, HEADERS, args.seconds, args.connections, args.loadgen_cpus
+                kserve.url, BODY, HEADERS, args.seconds, args.connections, args.loadgen_cpus
             )
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
         for r in range(args.rounds):
@@ -173,12 +133,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         stack.stop()
         if kserve is not None:
-            kserve[0].terminate()
-            kserve[0].wait(30)
+            kserve.stop()
 
     report = summarize(runs, args)
     if kserve is not None:
-        report["versions"] = {"kserve": peers.version(peers.ensure_venv("kserve"), "kserve")}
+        report["versions"] = {"kserve": kserve.version}
     out.write_text(json.dumps(report, indent=2))
     plot(report, out.with_suffix(".png"))
     log(f"wrote {out} and {out.with_suffix('.png')}")

@@ -93,6 +93,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return tune_main(args)
 
 
+def cmd_bench_peers(args: argparse.Namespace) -> int:
+    from bench.peers import run
+
+    return run(args)
+
+
 def cmd_bench_overhead(args: argparse.Namespace) -> int:
     from bench.overhead import run
 
@@ -170,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--loadgen-cpus", default="1", help="CPUs for the load generators (taskset); '' for any")
     o.add_argument("--no-kserve", action="store_true", help="skip the KServe peer")
     o.set_defaults(fn=cmd_bench_overhead)
+    pe = bench.add_parser("peers", help="ours (default and tuned) against KServe and MLServer on one model")
+    pe.add_argument("--seconds", type=float, default=10.0)
+    pe.add_argument("--out", type=Path, default=Path("build/bench/peers.json"))
+    pe.add_argument("--rounds", type=int, default=3)
+    pe.add_argument("--connections", type=int, default=32)
+    pe.add_argument("--peer-workers", type=int, default=2, help="KServe/MLServer worker processes")
+    pe.add_argument("--tuned-env", type=Path, default=Path("build/tune/half_plus_three.env"))
+    pe.add_argument("--skip", nargs="*", default=[], choices=("kserve", "mlserver"))
+    pe.add_argument("--loadgen-cpus", default="1")
+    pe.set_defaults(fn=cmd_bench_peers)
     ld = bench.add_parser("load", help="step users against the running stack; TPS, latency, CPU, memory, knee")
     ld.add_argument("--model", required=True)
     ld.add_argument("--users", default="1,2,4,8,16,32", help="comma-separated user counts, one step each")
