@@ -6,7 +6,7 @@ MODEL_DIR ?= build/model
 PORT ?= 8080
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup system-deps models serve test lint format bench clean
+.PHONY: setup system-deps models serve test lint format bench k8s k8s-apply clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -52,6 +52,14 @@ test: setup lint
 
 bench: setup
 	$(BIN)/sagestack bench overhead --out build/bench/overhead.json
+
+# Render every overlay into build/k8s/<overlay>.yaml (kubectl kustomize, offline).
+k8s: setup
+	KUBECTL=$(BIN)/kubectl k8s/render.sh build/k8s
+
+# Apply them with the user's own kubectl and cluster context.
+k8s-apply: k8s
+	for f in build/k8s/*.yaml; do kubectl apply -f $$f; done
 
 clean:
 	rm -rf build

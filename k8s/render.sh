@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Render every overlay with `kubectl kustomize` into OUT/<overlay>.yaml (default build/k8s).
+# Overlays are staged under OUT/src first, with build/tune/<model>.env (from `sagestack tune`)
+# in place of the overlay's tuned.env where one exists, so the source tree stays untouched.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+out="${1:-$root/build/k8s}"
+kubectl="${KUBECTL:-$root/.venv/bin/kubectl}"
+rm -rf "$out/src" && mkdir -p "$out/src"
+cp -r "$here/base" "$here/components" "$here/overlays" "$out/src/"
+for overlay in "$out"/src/overlays/*/; do
+  name="$(basename "$overlay")"
+  tuned="$root/build/tune/$name.env"
+  if [ -f "$tuned" ]; then
+    { grep -v '^#' "$tuned"; echo "SAGEMAKER_TFS_DEFAULT_MODEL_NAME=$name"; } > "$overlay/tuned.env"
+    echo "k8s: $name uses $tuned"
+  fi
+  "$kubectl" kustomize "$overlay" > "$out/$name.yaml"
+  echo "k8s: wrote $out/$name.yaml"
+done

@@ -1,0 +1,87 @@
+"""Every overlay renders with kubectl kustomize and validates strictly against the Kubernetes schemas."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+OVERLAYS = sorted(p.name for p in (ROOT / "k8s" / "overlays").iterdir())
+K8S_VERSION = "1.37.0"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("k8s")
+    kubectl = shutil.which("kubectl", path=str(ROOT / ".venv" / "bin")) or shutil.which("kubectl")
+    subprocess.run(
+        [str(ROOT / "k8s" / "render.sh"), str(out)], check=True, env={"KUBECTL": kubectl, "PATH": "/usr/bin:/bin"}
+    )
+    return out
+
+
+def documents(rendered: Path, overlay: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((rendered / f"{overlay}.yaml").read_text()) if d]
+
+
+def by_kind(docs: list[dict], kind: str) -> dict:
+    (doc,) = [d for d in docs if d["kind"] == kind]
+    return doc
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_manifests_validate_strictly(rendered, overlay):
+    docs = documents(rendered, overlay)
+    assert {d["kind"] for d in docs} >= {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ConfigMap",
+    }
+    for doc in docs:
+        # Raises on any schema violation, unknown field, or a schema that cannot be found.
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_drain_and_env(rendered, overlay):
+    docs = documents(rendered, overlay)
+    pod = by_kind(docs, "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ping"
+    assert "tcpSocket" in container["livenessProbe"] and container["livenessProbe"]["failureThreshold"] >= 3
+    assert container["startupProbe"]["httpGet"]["path"] == "/ping"
+    assert pod["terminationGracePeriodSeconds"] >= 30
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    config = by_kind(docs, "ConfigMap")
+    assert container["envFrom"][0]["configMapRef"]["name"] == config["metadata"]["name"]
+    assert config["data"]["SAGEMAKER_TFS_DEFAULT_MODEL_NAME"] == overlay.removesuffix("-gpu")
+
+
+def test_gpu_overlay_requests_a_gpu(rendered):
+    pod = by_kind(documents(rendered, "anomaly-gpu"), "Deployment")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["containers"][0]["image"].startswith("sagestack-gpu")
+    for overlay in OVERLAYS:
+        if overlay != "anomaly-gpu":
+            limits = by_kind(documents(rendered, overlay), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+            assert "nvidia.com/gpu" not in limits["resources"]["limits"]
+
+
+def test_custom_metric_hpa_option(rendered):
+    metrics = by_kind(documents(rendered, "anomaly"), "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert [m["type"] for m in metrics] == ["Resource", "Pods"]
+    assert metrics[1]["pods"]["metric"]["name"] == "sagestack_in_flight_requests"
+
+
+def test_missing_schema_fails():
+    with pytest.raises(kubernetes_validate.utils.SchemaNotFoundError):
+        kubernetes_validate.validate(
+            {"apiVersion": "example.com/v1", "kind": "Nope", "metadata": {"name": "x"}}, K8S_VERSION, strict=True
+        )
