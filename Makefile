@@ -6,7 +6,7 @@ MODEL_DIR ?= build/model
 PORT ?= 8080
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup system-deps models serve test lint format bench k8s k8s-apply clean
+.PHONY: setup system-deps models serve test lint format bench k8s k8s-apply image image-test clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -52,6 +52,14 @@ test: setup lint
 
 bench: setup
 	$(BIN)/sagestack bench overhead --out build/bench/overhead.json
+
+# The CPU image, built with podman from a debootstrap base (see containers/build_image.sh).
+image:
+	containers/build_image.sh sagestack:latest containers/Dockerfile.cpu
+
+# Build, then run the image with a model directory mounted: /ping and /invocations from inside.
+image-test: image models
+	containers/test_image.sh sagestack:latest $(MODEL_DIR)
 
 # Render every overlay into build/k8s/<overlay>.yaml (kubectl kustomize, offline).
 k8s: setup

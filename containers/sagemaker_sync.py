@@ -1,0 +1,377 @@
+"""`sagestack push`: the same image and model directory, onto a SageMaker endpoint, idempotently.
+
+1. ECR: create the repository if needed, log in with get_authorization_token, tag and push the
+   local image (tagged by its image id, so a changed image is a new URI).
+2. S3: pack the model directory as model.tar.gz (deterministically, so the same files give the
+   same key) and upload it unless that key exists.
+3. SageMaker: Model and EndpointConfig are named after a hash of what defines them, so a rerun
+   finds them and changes nothing, while a changed image or env makes new ones; the Endpoint is
+   created, left alone, or updated to the new config (a blue/green deployment), then awaited.
+4. Optionally, Application Auto Scaling target tracking on invocations per instance.
+
+It uses boto3's standard configuration (profiles, AWS_ENDPOINT_URL, region), so the same command
+runs against a local moto server. --dry-run prints the plan and mutates nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, NoCredentialsError
+
+REPOSITORY = "sagestack"
+CLIENT_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"})
+
+
+class SyncError(RuntimeError):
+    """A problem the user can fix; the message says what."""
+
+
+@dataclass
+class PushRequest:
+    model: str
+    endpoint_name: str
+    instance_type: str
+    model_dir: Path
+    image: str = "sagestack:latest"
+    instance_count: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    role_arn: str | None = None
+    push_image: bool = True
+    autoscale: tuple[int, int] | None = None
+    target_invocations: int = 100
+    dry_run: bool = False
+    wait_seconds: float = 1800
+
+
+@dataclass
+class Step:
+    what: str
+    action: str  # created | exists | updated | uploaded | pushed | planned | failed | registered
+    detail: str = ""
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" not in line:
+            raise SyncError(f"{path}:{n}: expected KEY=VALUE, got {line!r}")
+        key, value = line.split("=", 1)
+        env[key.strip()] = value.strip()
+    return env
+
+
+def short_hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def pack_model(model_dir: Path, model: str) -> bytes:
+    """model.tar.gz holding <model>/..., byte-identical for identical files (sorted, zeroed times)."""
+    base = model_dir / model
+    if not base.is_dir():
+        raise SyncError(f"model directory {base} does not exist; build it first (sagestack build {model})")
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        for path in sorted(p for p in base.rglob("*") if "__pycache__" not in p.parts):
+            info = tar.gettarinfo(str(path), arcname=f"{model}/{path.relative_to(base)}")
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if path.is_file():
+                with path.open("rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def container_cli() -> str | None:
+    return shutil.which("podman") or shutil.which("docker")
+
+
+def local_image_id(image: str) -> str:
+    cli = container_cli()
+    if cli is None:
+        raise SyncError("neither podman nor docker is installed; build the image first (make image)")
+    result = subprocess.run([cli, "image", "inspect", image, "--format", "{{.Id}}"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SyncError(f"image {image} is not built (run `make image`): {result.stderr.strip()}")
+    return result.stdout.strip().removeprefix("sha256:")
+
+
+class SageMakerSync:
+    def __init__(self, session: boto3.Session, log: Callable[[str], None] = print) -> None:
+        self.session = session
+        self.log = log
+        self.steps: list[Step] = []
+
+    def client(self, name: str):
+        return self.session.client(name, config=CLIENT_CONFIG)
+
+    def _step(self, what: str, action: str, detail: str = "") -> None:
+        self.steps.append(Step(what, action, detail))
+        self.log(f"{what:<18} {action:<10} {detail}")
+
+    def check_environment(self) -> str:
+        region = self.session.region_name
+        if not region:
+            raise SyncError("no AWS region: set AWS_DEFAULT_REGION, or region in your profile")
+        if region not in self.session.get_available_regions("sagemaker"):
+            raise SyncError(f"unknown region {region!r}: SageMaker is not offered there")
+        if self.session.get_credentials() is None:
+            raise SyncError("no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE")
+        try:
+            return self.client("sts").get_caller_identity()["Account"]
+        except NoCredentialsError:
+            raise SyncError("no AWS credentials found") from None
+        except ClientError as exc:
+            raise SyncError(f"AWS rejected the credentials: {exc}") from None
+
+    def push(self, req: PushRequest) -> list[Step]:
+        account = self.check_environment()
+        region = self.session.region_name
+        image_uri = self.push_image(req, account, region)
+        model_data = self.upload_model(req, account, region)
+        env = {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": req.model, **req.env}
+        role = req.role_arn or f"arn:aws:iam::{account}:role/SageMakerExecutionRole"
+        model_name = f"{req.endpoint_name}-{short_hash(image_uri, model_data, env, role)}"
+        self.ensure_model(req, model_name, image_uri, model_data, env, role)
+        config_name = f"{req.endpoint_name}-{short_hash(model_name, req.instance_type, req.instance_count)}"
+        self.ensure_endpoint_config(req, config_name, model_name)
+        self.ensure_endpoint(req, config_name)
+        if req.autoscale:
+            self.ensure_autoscaling(req)
+        return self.steps
+
+    # ---- 1. ECR -------------------------------------------------------------------------------
+    def push_image(self, req: PushRequest, account: str, region: str) -> str:
+        tag = local_image_id(req.image)[:12] if req.push_image else req.image.rsplit(":", 1)[-1]
+        registry = f"{account}.dkr.ecr.{region}.amazonaws.com"
+        uri = f"{registry}/{REPOSITORY}:{tag}"
+        ecr = self.client("ecr")
+        try:
+            ecr.describe_repositories(repositoryNames=[REPOSITORY])
+            self._step("ECR repository", "exists", REPOSITORY)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "RepositoryNotFoundException":
+                raise
+            if req.dry_run:
+                self._step("ECR repository", "planned", f"create {REPOSITORY}")
+            else:
+                ecr.create_repository(repositoryName=REPOSITORY, imageScanningConfiguration={"scanOnPush": True})
+                self._step("ECR repository", "created", REPOSITORY)
+        if not req.push_image:
+            self._step("image", "skipped", f"--no-image-push: using {uri}")
+            return uri
+        if self._image_in_ecr(ecr, tag):
+            self._step("image", "exists", uri)
+            return uri
+        if req.dry_run:
+            self._step("image", "planned", f"tag {req.image} as {uri} and push")
+            return uri
+        auth = ecr.get_authorization_token()["authorizationData"][0]
+        user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
+        cli = container_cli()
+        subprocess.run([cli, "tag", req.image, uri], check=True)
+        pushed = subprocess.run([cli, "push", "--creds", f"{user}:{password}", uri], capture_output=True, text=True)
+        if pushed.returncode != 0:
+            raise SyncError(f"pushing {uri} to {auth['proxyEndpoint']} failed: {pushed.stderr.strip()[-500:]}")
+        self._step("image", "pushed", uri)
+        return uri
+
+    @staticmethod
+    def _image_in_ecr(ecr, tag: str) -> bool:
+        try:
+            ecr.describe_images(repositoryName=REPOSITORY, imageIds=[{"imageTag": tag}])
+            return True
+        except ClientError:
+            return False
+
+    # ---- 2. S3 --------------------------------------------------------------------------------
+    def upload_model(self, req: PushRequest, account: str, region: str) -> str:
+        data = pack_model(req.model_dir, req.model)
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        bucket = f"sagestack-{account}-{region}"
+        key = f"models/{req.model}/{digest}/model.tar.gz"
+        url = f"s3://{bucket}/{key}"
+        s3 = self.client("s3")
+        try:
+            s3.head_bucket(Bucket=bucket)
+        except ClientError:
+            if req.dry_run:
+                self._step("S3 bucket", "planned", f"create {bucket}")
+            else:
+                extra = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+                s3.create_bucket(Bucket=bucket, **extra)
+                self._step("S3 bucket", "created", bucket)
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+            self._step("model.tar.gz", "exists", url)
+        except ClientError:
+            if req.dry_run:
+                self._step("model.tar.gz", "planned", f"upload {len(data) / 2**20:.1f} MB to {url}")
+            else:
+                s3.put_object(Bucket=bucket, Key=key, Body=data)
+                self._step("model.tar.gz", "uploaded", f"{len(data) / 2**20:.1f} MB to {url}")
+        return url
+
+    # ---- 3. SageMaker -------------------------------------------------------------------------
+    def ensure_model(self, req: PushRequest, name: str, image: str, data: str, env: dict, role: str) -> None:
+        sm = self.client("sagemaker")
+        if _exists(lambda: sm.describe_model(ModelName=name)):
+            self._step("Model", "exists", name)
+        elif req.dry_run:
+            self._step("Model", "planned", f"create {name} (image {image}, env {len(env)} vars)")
+        else:
+            container = {"Image": image, "ModelDataUrl": data, "Environment": env}
+            sm.create_model(ModelName=name, PrimaryContainer=container, ExecutionRoleArn=role)
+            self._step("Model", "created", name)
+
+    def ensure_endpoint_config(self, req: PushRequest, name: str, model_name: str) -> None:
+        sm = self.client("sagemaker")
+        if _exists(lambda: sm.describe_endpoint_config(EndpointConfigName=name)):
+            self._step("EndpointConfig", "exists", name)
+        elif req.dry_run:
+            self._step("EndpointConfig", "planned", f"create {name} ({req.instance_count} x {req.instance_type})")
+        else:
+            variant = {
+                "VariantName": "AllTraffic",
+                "ModelName": model_name,
+                "InstanceType": req.instance_type,
+                "InitialInstanceCount": req.instance_count,
+                "InitialVariantWeight": 1.0,
+            }
+            sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+            self._step("EndpointConfig", "created", name)
+
+    def ensure_endpoint(self, req: PushRequest, config_name: str) -> None:
+        sm = self.client("sagemaker")
+        try:
+            current = sm.describe_endpoint(EndpointName=req.endpoint_name)
+        except ClientError:
+            current = None
+        if current is None:
+            if req.dry_run:
+                self._step("Endpoint", "planned", f"create {req.endpoint_name} with {config_name}")
+                return
+            sm.create_endpoint(EndpointName=req.endpoint_name, EndpointConfigName=config_name)
+            self._step("Endpoint", "created", req.endpoint_name)
+        elif current["EndpointConfigName"] == config_name:
+            self._step("Endpoint", "exists", f"{req.endpoint_name} already runs {config_name}")
+            return
+        elif req.dry_run:
+            self._step("Endpoint", "planned", f"blue/green update {current['EndpointConfigName']} -> {config_name}")
+            return
+        else:
+            try:
+                sm.update_endpoint(EndpointName=req.endpoint_name, EndpointConfigName=config_name)
+            except ClientError as exc:
+                self._step("Endpoint", "failed", f"update_endpoint to {config_name}: {exc}")
+                raise SyncError(f"update_endpoint({req.endpoint_name} -> {config_name}) failed: {exc}") from None
+            self._step("Endpoint", "updated", f"blue/green {current['EndpointConfigName']} -> {config_name}")
+        self.wait_in_service(req)
+
+    def wait_in_service(self, req: PushRequest) -> None:
+        sm = self.client("sagemaker")
+        deadline = time.monotonic() + req.wait_seconds
+        while True:
+            status = sm.describe_endpoint(EndpointName=req.endpoint_name)["EndpointStatus"]
+            if status == "InService":
+                self._step("Endpoint", "InService", req.endpoint_name)
+                return
+            if status == "Failed":
+                reason = sm.describe_endpoint(EndpointName=req.endpoint_name).get("FailureReason", "")
+                raise SyncError(f"endpoint {req.endpoint_name} failed: {reason}")
+            if time.monotonic() > deadline:
+                raise SyncError(f"endpoint {req.endpoint_name} still {status} after {req.wait_seconds:.0f}s")
+            time.sleep(15)
+
+    # ---- 4. Autoscaling -----------------------------------------------------------------------
+    def ensure_autoscaling(self, req: PushRequest) -> None:
+        assert req.autoscale is not None
+        low, high = req.autoscale
+        aas = self.client("application-autoscaling")
+        resource = f"endpoint/{req.endpoint_name}/variant/AllTraffic"
+        dimension = "sagemaker:variant:DesiredInstanceCount"
+        targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])
+        same = [t for t in targets["ScalableTargets"] if (t["MinCapacity"], t["MaxCapacity"]) == (low, high)]
+        policy_name = f"{req.endpoint_name}-invocations"
+        policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)
+        config = {
+            "TargetValue": float(req.target_invocations),
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+            "ScaleInCooldown": 300,
+            "ScaleOutCooldown": 60,
+        }
+        same_policy = [
+            p
+            for p in policies["ScalingPolicies"]
+            if p["PolicyName"] == policy_name
+            and p.get("TargetTrackingScalingPolicyConfiguration", {}).get("TargetValue") == config["TargetValue"]
+        ]
+        if same and same_policy:
+            self._step(
+                "autoscaling", "exists", f"{low}-{high} instances, {req.target_invocations} invocations/instance"
+            )
+            return
+        if req.dry_run:
+            self._step(
+                "autoscaling", "planned", f"{low}-{high} instances, {req.target_invocations} invocations/instance"
+            )
+            return
+        aas.register_scalable_target(
+            ServiceNamespace="sagemaker",
+            ResourceId=resource,
+            ScalableDimension=dimension,
+            MinCapacity=low,
+            MaxCapacity=high,
+        )
+        aas.put_scaling_policy(
+            PolicyName=policy_name,
+            ServiceNamespace="sagemaker",
+            ResourceId=resource,
+            ScalableDimension=dimension,
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration=config,
+        )
+        self._step(
+            "autoscaling", "registered", f"{low}-{high} instances, {req.target_invocations} invocations/instance"
+        )
+
+
+def _exists(describe: Callable[[], Any]) -> bool:
+    try:
+        describe()
+        return True
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound", "ResourceNotFoundException"):
+            return False
+        raise
+
+
+def invoke(endpoint_name: str, body: bytes, content_type: str, accept: str, local_url: str | None) -> tuple[bytes, str]:
+    """sagemaker-runtime invoke_endpoint, against SageMaker or (local_url) the local stack."""
+    session = boto3.Session()
+    kwargs: dict[str, Any] = {"config": CLIENT_CONFIG}
+    if local_url:
+        kwargs |= {"endpoint_url": local_url, "region_name": session.region_name or "us-east-1"}
+        if session.get_credentials() is None:  # the local stack does not check signatures
+            kwargs |= {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+    runtime = session.client("sagemaker-runtime", **kwargs)
+    response = runtime.invoke_endpoint(EndpointName=endpoint_name, Body=body, ContentType=content_type, Accept=accept)
+    return response["Body"].read(), response["ContentType"]

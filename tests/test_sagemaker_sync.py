@@ -1,0 +1,168 @@
+"""The SageMaker sync layer against a real local moto server, through boto3."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import boto3
+import pytest
+import requests
+
+from bench.stack import ROOT, free_port
+from containers.sagemaker_sync import PushRequest, SageMakerSync, SyncError, pack_model
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url + "/moto-api/", timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def aws(moto_url, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return moto_url
+
+
+@pytest.fixture(scope="module")
+def models(hpt_base, tmp_path_factory):
+    root = tmp_path_factory.mktemp("push")
+    shutil.copytree(hpt_base, root / "half_plus_three")
+    return root
+
+
+def request(models, endpoint, **kw) -> PushRequest:
+    return PushRequest("half_plus_three", endpoint, "ml.c5.xlarge", models, push_image=False, **kw)
+
+
+def actions(steps) -> dict[str, str]:
+    return {s.what: s.action for s in steps}
+
+
+def test_create_then_rerun_is_a_no_op(aws, models):
+    first = SageMakerSync(boto3.Session(), log=lambda m: None).push(request(models, "hpt-a"))
+    done = actions(first)
+    assert done["Model"] == done["EndpointConfig"] == "created"
+    assert done["model.tar.gz"] == "uploaded"
+    assert [s.action for s in first if s.what == "Endpoint"] == ["created", "InService"]
+    sm = boto3.client("sagemaker")
+    endpoint = sm.describe_endpoint(EndpointName="hpt-a")
+    config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_TFS_DEFAULT_MODEL_NAME"] == "half_plus_three"
+    assert config["ProductionVariants"][0]["InstanceType"] == "ml.c5.xlarge"
+    assert boto3.client("ecr").describe_repositories()["repositories"][0]["repositoryName"] == "sagestack"
+
+    second = SageMakerSync(boto3.Session(), log=lambda m: None).push(request(models, "hpt-a"))
+    assert {s.action for s in second} == {"exists", "skipped"}
+
+
+def test_changed_env_makes_a_new_config_and_a_blue_green_update(aws, models):
+    SageMakerSync(boto3.Session(), log=lambda m: None).push(request(models, "hpt-b"))
+    sm = boto3.client("sagemaker")
+    old_config = sm.describe_endpoint(EndpointName="hpt-b")["EndpointConfigName"]
+    session = boto3.Session()
+    calls = []
+    session.events.register("provide-client-params.sagemaker.UpdateEndpoint", lambda params, **_: calls.append(params))
+    sync = SageMakerSync(session, log=lambda m: None)
+    # moto does not implement UpdateEndpoint (HTTP 500): the push must say it failed, not pretend.
+    with pytest.raises(SyncError, match="update_endpoint"):
+        sync.push(request(models, "hpt-b", env={"SAGEMAKER_GUNICORN_WORKERS": "2"}))
+    done = actions(sync.steps)
+    assert done["Model"] == done["EndpointConfig"] == "created"
+    new_config = next(s.detail for s in sync.steps if s.what == "EndpointConfig")
+    assert new_config != old_config
+    assert calls and calls[0] == {"EndpointName": "hpt-b", "EndpointConfigName": new_config}
+    assert done["Endpoint"] == "failed"
+    assert sm.describe_endpoint(EndpointName="hpt-b")["EndpointConfigName"] == old_config
+    model = sm.describe_model(
+        ModelName=sm.describe_endpoint_config(EndpointConfigName=new_config)["ProductionVariants"][0]["ModelName"]
+    )
+    assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_GUNICORN_WORKERS"] == "2"
+
+
+def test_dry_run_changes_nothing(aws, models):
+    lines = []
+    steps = SageMakerSync(boto3.Session(), log=lines.append).push(
+        request(models, "hpt-dry", autoscale=(1, 3), dry_run=True)
+    )
+    assert {s.what: s.action for s in steps}["Endpoint"] == "planned"
+    assert any("autoscaling" in line and "planned" in line for line in lines)
+    with pytest.raises(Exception, match="Could not find"):
+        boto3.client("sagemaker").describe_endpoint(EndpointName="hpt-dry")
+
+
+def test_autoscaling_registered_once(aws, models):
+    first = SageMakerSync(boto3.Session(), log=lambda m: None).push(request(models, "hpt-c", autoscale=(1, 4)))
+    assert actions(first)["autoscaling"] == "registered"
+    resource = "endpoint/hpt-c/variant/AllTraffic"
+    aas = boto3.client("application-autoscaling")
+    target = aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])["ScalableTargets"][0]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 4)
+    policy = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)["ScalingPolicies"][0]
+    metric = policy["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"]
+    assert metric["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
+    again = SageMakerSync(boto3.Session(), log=lambda m: None).push(request(models, "hpt-c", autoscale=(1, 4)))
+    assert actions(again)["autoscaling"] == "exists"
+
+
+def test_clear_errors(aws, models, monkeypatch, tmp_path):
+    with pytest.raises(SyncError, match="unknown region 'mars-north-1'"):
+        SageMakerSync(boto3.Session(region_name="mars-north-1")).push(request(models, "x"))
+    with pytest.raises(SyncError, match=r"is not built|neither podman nor docker"):
+        SageMakerSync(boto3.Session()).push(PushRequest("half_plus_three", "x", "ml.c5.xlarge", models, image="nope:1"))
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(SyncError, match="no AWS credentials"):
+        SageMakerSync(boto3.Session()).push(request(models, "x"))
+
+
+def test_model_tarball_is_deterministic(models):
+    assert pack_model(models, "half_plus_three") == pack_model(models, "half_plus_three")
+    with pytest.raises(SyncError, match="does not exist"):
+        pack_model(models, "nothing")
+
+
+def test_cli_dry_run_prints_the_plan(aws, models):
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "push", "--model", "half_plus_three", "--endpoint-name", "hpt-cli",
+         "--instance-type", "ml.m5.large", "--model-dir", str(models), "--no-image-push", "--dry-run"],
+        capture_output=True, text=True, cwd=ROOT, env=os.environ.copy(), timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "plan (--dry-run" in result.stdout and "Endpoint" in result.stdout and "planned" in result.stdout
+
+
+@pytest.mark.stack
+def test_invoke_local(stack):
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "invoke", "--endpoint-name", "local", "--local", "--url", stack.url],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert '"predictions":[3.5,4.0,5.5]' in result.stdout
