@@ -73,26 +73,38 @@ def objective(result: dict[str, Any], slo_ms: float) -> float:
 
 
 def successive_halving(
-    configs: list[Config], measure: Measure, slo_ms: float, base_seconds: float, keep: float = 0.5, min_left: int = 1
+    configs: list[Config],
+    measure: Measure,
+    slo_ms: float,
+    base_seconds: float,
+    keep: float = 0.5,
+    min_left: int = 1,
+    reference: Config | None = None,
 ) -> tuple[Config, list[dict[str, Any]]]:
-    """Measure all configs for base_seconds, keep the best `keep` share at twice the time, repeat."""
+    """Measure all configs for base_seconds, keep the best `keep` share at twice the time, repeat.
+
+    `reference` (SageMaker's defaults) is measured in every rung, so the winner is always compared
+    with it at the same measurement length; it survives a rung only on its merits.
+    """
     history: list[dict[str, Any]] = []
     alive = list(configs)
     seconds = base_seconds
     rung = 0
     while True:
         scored = []
-        for i, config in enumerate(alive, 1):
+        extra = [reference] if reference is not None and reference not in alive else []
+        for i, config in enumerate(alive + extra, 1):
             result = measure(config, seconds)
             record = {"config": config, "rung": rung, "seconds": seconds, **result}
             record["objective"] = objective(result, slo_ms)
             history.append(record)
-            scored.append(record)
-            log(f"rung {rung} ({seconds:g}s) {i}/{len(alive)}: {_short(config)} -> {result['tps']:.1f} TPS, "
-                f"p95 {result.get('p95_ms')} ms")  # fmt: skip
+            if config in alive:
+                scored.append(record)
+            log(f"rung {rung} ({seconds:g}s) {i}/{len(alive) + len(extra)}: {_short(config)} -> "
+                f"{result['tps']:.1f} TPS, p95 {result.get('p95_ms')} ms")  # fmt: skip
         scored.sort(key=lambda r: -r["objective"])
         survivors = max(min_left, int(len(scored) * keep))
-        if (survivors <= min_left and len(scored) <= 2 * min_left) or len(scored) <= min_left:
+        if len(scored) <= min_left or (survivors <= min_left and len(scored) <= 2 * min_left):
             return scored[0]["config"], history
         alive = [r["config"] for r in scored[:survivors]]
         seconds *= 2
@@ -183,9 +195,13 @@ def main(args: argparse.Namespace) -> int:
     measure = StackMeasure(args.model, args.model_dir, args.users, args.tool, args.loadgen_cpus or None, results)
     log(f"{len(configs)} of {len(full)} configurations, successive halving from {args.seconds:g}s")
     started = time.monotonic()
-    best, history = successive_halving(configs, measure, args.slo_ms, args.seconds, min_left=args.finalists)
-    best_record = max((r for r in history if r["config"] == best), key=lambda r: r["seconds"])
-    defaults = [r for r in history if r["config"] == default]
+    reference = default if default in full else None
+    best, history = successive_halving(
+        configs, measure, args.slo_ms, args.seconds, min_left=args.finalists, reference=reference
+    )
+    last_rung = max(r["rung"] for r in history)
+    best_record = next(r for r in history if r["config"] == best and r["rung"] == last_rung)
+    defaults = [r for r in history if r["config"] == default and r["rung"] == last_rung]
     report = {
         "model": args.model,
         "slo_ms": args.slo_ms,
@@ -199,7 +215,7 @@ def main(args: argparse.Namespace) -> int:
         "history": history,
     }
     if defaults:
-        d = max(defaults, key=lambda r: r["seconds"])
+        d = defaults[0]  # measured in the same rung, for as long as the winner
         report["sagemaker_defaults"] = {"tps": d["tps"], "p95_ms": d["p95_ms"], "seconds": d["seconds"]}
         report["speedup_vs_defaults"] = best_record["tps"] / d["tps"] if d["tps"] else None
     env_path = write_env(
