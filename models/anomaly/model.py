@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-COMPONENTS = 32
+COMPONENTS = 16
 
 
 @dataclass(frozen=True)
@@ -56,19 +56,28 @@ def patch_features(images, mean, components, g: Geometry):
     return tf.tensordot(patches(images, g) - mean, components, axes=1)
 
 
-def nearest_distance(features, memory, g: Geometry):
-    """Per cell, the distance to the closest memory cell within +-radius cells. [B,h,w,D],[N,h,w,D] -> [B,h,w]."""
+def nearest_distance(features, memory, g: Geometry, memory_sq=None):
+    """Per cell, the distance to the closest memory cell within +-radius cells. [B,h,w,D],[N,h,w,D] -> [B,h,w].
+
+    The (small) feature map is shifted instead of the (large) memory, so each offset reads the
+    memory once and copies nothing: serving is memory-bandwidth bound.
+    """
     tf = _tf()
     h, w, r = tf.shape(memory)[1], tf.shape(memory)[2], g.radius
-    padded = tf.pad(memory, [[0, 0], [r, r], [r, r], [0, 0]], mode="SYMMETRIC")
-    f2 = tf.reduce_sum(features * features, -1)[:, None]  # [B,1,h,w]
+    m2 = tf.reduce_sum(memory * memory, -1) if memory_sq is None else memory_sq  # [N,h,w]
+    pad = [[0, 0], [r, r], [r, r]]
+    f_pad = tf.pad(features, [*pad, [0, 0]], mode="SYMMETRIC")
+    f2_pad = tf.reduce_sum(f_pad * f_pad, -1)
     best = None
-    for dy in range(2 * r + 1):
-        for dx in range(2 * r + 1):
-            m = padded[:, dy : dy + h, dx : dx + w, :]  # [N,h,w,D]
-            d = f2 + tf.reduce_sum(m * m, -1)[None] - 2.0 * tf.einsum("bhwd,nhwd->bnhw", features, m)
-            d = tf.reduce_min(d, axis=1)
-            best = d if best is None else tf.minimum(best, d)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            # shifted[h'] = f[h' - dy]: each feature moved onto the memory cell it is compared with.
+            shifted = f_pad[:, r - dy : r - dy + h, r - dx : r - dx + w, :]
+            shifted2 = f2_pad[:, r - dy : r - dy + h, r - dx : r - dx + w]
+            d = shifted2[:, None] + m2[None] - 2.0 * tf.einsum("bhwd,nhwd->bnhw", shifted, memory)
+            d = tf.pad(tf.reduce_min(d, axis=1), pad, mode="SYMMETRIC")
+            back = d[:, r + dy : r + dy + h, r + dx : r + dx + w]  # back[h] = d[h + dy]: the feature's own cell
+            best = back if best is None else tf.minimum(best, back)
     return tf.sqrt(tf.maximum(best, 0.0))
 
 
@@ -126,11 +135,12 @@ class Scorer:
                 self.components = tf.Variable(fitted.components, trainable=False)
                 self.memory = tf.Variable(fitted.memory, trainable=False)
                 self.scale = tf.Variable(fitted.scale, trainable=False)
+                self.memory_sq = tf.Variable((fitted.memory**2).sum(-1), trainable=False)
 
             @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
             def serve(self, images):
                 features = patch_features(images, self.mean, self.components, g)
-                maps = smooth(nearest_distance(features, self.memory, g) / self.scale)
+                maps = smooth(nearest_distance(features, self.memory, g, self.memory_sq) / self.scale)
                 return {"score": tf.reduce_max(maps, axis=[1, 2]), "anomaly_map": maps}
 
         self.module = Module()
