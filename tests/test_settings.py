@@ -75,53 +75,38 @@ def test_bad_values_name_the_variable(name, value):
         Settings.from_env({name: value})
 
 
+def sagestack(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The real CLI in a clean environment (only what the test sets)."""
+    argv = [sys.executable, "-m", "server.cli", command]
+    return subprocess.run(
+        argv, env={"PATH": "/usr/bin:/bin", **env}, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
 def test_serve_fails_at_start_up_naming_the_variable(tmp_path):
     env = {
-        "PATH": "/usr/bin:/bin",
         "SAGEMAKER_TFS_ENABLE_BATCHING": "maybe",
         "SAGESTACK_RUN_DIR": str(tmp_path),
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = sagestack("serve", env)
     assert result.returncode != 0
     assert "SAGEMAKER_TFS_ENABLE_BATCHING" in result.stderr
 
 
 def test_config_prints_effective_settings(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "SAGEMAKER_GUNICORN_WORKERS": "3"}
-    result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "config"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env = {"SAGEMAKER_GUNICORN_WORKERS": "3"}
+    result = sagestack("config", env)
     assert result.returncode == 0
     assert '"gunicorn_workers": "3"' in result.stdout
 
 
 def test_too_small_port_range_fails_start_up(hpt_base, tmp_path):
     env = {
-        "PATH": "/usr/bin:/bin",
         "SAGESTACK_MODEL_DIR": str(hpt_base.parent),
         "SAGESTACK_RUN_DIR": str(tmp_path),
         "SAGEMAKER_SAFE_PORT_RANGE": "23000-23002",
         "SAGEMAKER_TFS_INSTANCE_COUNT": "2",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = sagestack("serve", env)
     assert result.returncode == 1
     assert "SAGEMAKER_SAFE_PORT_RANGE 23000-23002 has room for 1" in result.stderr
