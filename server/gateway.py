@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from server.tensors import (
 
 log = logging.getLogger("sagestack.gateway")
 METHODS = ("predict", "classify", "regress")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _GRPC_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.FAILED_PRECONDITION: 400,
@@ -101,6 +103,8 @@ class Gateway:
 
     def _load_on_demand(self, name: str):
         """MME: a target model that sits in the model directory is loaded on first use, as SageMaker does."""
+        if not MODEL_NAME.fullmatch(name) or ".." in name:
+            raise bad_request(f"target model {name!r} is not a valid model name (letters, digits, '.', '_', '-')")
         base = self.settings.model_dir / name.removesuffix(".tar.gz")
         try:
             model_spec(name, base)

@@ -95,4 +95,11 @@ def test_target_model_header_loads_from_model_dir(mme):
         timeout=10,
     )
     assert unknown.status_code == 404
+    sneaky = requests.post(
+        stack.url + "/invocations",
+        data="[1]",
+        headers={**JSON, "X-Amzn-SageMaker-Target-Model": "../model"},
+        timeout=10,
+    )
+    assert sneaky.status_code == 400 and "not a valid model name" in sneaky.json()["error"]
     assert requests.delete(stack.url + "/models/hpt_handled", timeout=30).status_code == 200
