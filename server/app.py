@@ -62,6 +62,8 @@ class Invocations:
         model = name or req.get_header(TARGET_MODEL)
         target = self.gateway.target(req.get_header(CUSTOM_ATTRIBUTES), model)
         req.context.model = target.model
+        metrics.IN_FLIGHT.labels(target.model).inc()
+        req.context.in_flight = True
         body = read_body(req, settings.max_payload_bytes)
         resp.data, resp.content_type = self.gateway.invoke(target, body, req.content_type, req.get_header("Accept"))
 
@@ -120,8 +122,11 @@ class RequestMetrics:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
         req.context.model = ""
+        req.context.in_flight = False
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
+        if req.context.in_flight:
+            metrics.IN_FLIGHT.labels(req.context.model).dec()
         route = req.uri_template or "unmatched"
         if route == "/metrics":
             return

@@ -112,10 +112,6 @@ class ModelPool:
         detail = f": {last.details()}" if last is not None else ""
         raise PoolUnavailable(f"no instance of model '{self.route.name}' is available{detail}")
 
-    @property
-    def outstanding(self) -> int:
-        return sum(i.outstanding for i in self.instances.values())
-
 
 @dataclass(frozen=True)
 class VersionSignatures:

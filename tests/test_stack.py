@@ -189,3 +189,4 @@ def test_metrics(stack):
     assert 'sagestack_requests_total{code="200",model="half_plus_three",route="/invocations"}' in text
     assert 'sagestack_runtime_instances{model="half_plus_three",state="ready"} 2.0' in text
     assert "sagestack_request_duration_seconds_bucket" in text
+    assert 'sagestack_in_flight_requests{model="half_plus_three"} 0.0' in text  # the HPA's custom metric
