@@ -42,7 +42,7 @@ def log(message: str) -> None:
 
 def ensure_venv(name: str) -> Path:
     """The peer's python, creating and installing its venv once (later runs reuse it)."""
-    root = VENVS / name
+    root = (VENVS / name).resolve()
     python = root / "bin" / "python"
     marker = root / ".installed"
     if marker.exists():
