@@ -29,7 +29,8 @@ SERVERS = Path(__file__).with_name("peer_servers")
 # Peer name -> pinned pip requirements of its venv.
 PEERS = {
     "kserve": ["kserve==0.21.0", "tensorflow-cpu==2.21.0"],
-    "mlserver": ["mlserver==1.7.1", "tensorflow-cpu==2.21.0"],
+    # MLServer 1.7.1's worker pool calls asyncio.get_event_loop(), which uvloop 0.22+ rejects.
+    "mlserver": ["mlserver==1.7.1", "tensorflow-cpu==2.21.0", "uvloop==0.21.0"],
 }
 V1_BODY = json.dumps({"instances": [1.0, 2.0, 5.0]}).encode()
 V2_BODY = json.dumps({"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1.0, 2.0, 5.0]}]}).encode()

@@ -26,7 +26,7 @@ if ! podman image exists "$base"; then
   echo "image: debootstrap bookworm (minbase) -> $base"
   rm -rf "$work/rootfs"
   mirror="$(grep -rhE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
-    | grep -oE 'https?://[^ ]+debian/?' | grep -v security | head -1)"
+    | grep -oE 'https?://[^ ]+debian/?' | grep -v security | head -1 || true)"
   mirror="${mirror:-http://deb.debian.org/debian}"
   debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror"
   tar -C "$work/rootfs" -c . | podman import - "$base"
