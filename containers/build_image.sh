@@ -19,7 +19,7 @@ fi
 
 # podman on this kind of machine: runc, and no default ulimits (the sandbox refuses them).
 conf="$work/containers.conf"
-printf 'default_ulimits = []\n[engine]\nruntime = "runc"\n' > "$conf"
+printf '[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\n' > "$conf"
 export CONTAINERS_CONF="$conf"
 
 if ! podman image exists "$base"; then
@@ -34,8 +34,8 @@ if ! podman image exists "$base"; then
 fi
 
 echo "image: building $tag from $dockerfile"
-podman build --isolation chroot \
-  -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+podman build --isolation chroot --format docker \
+  -v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro \
   --build-arg BASE_IMAGE="$base" \
   -f "$dockerfile" -t "$tag" "$root"
 podman image inspect "$tag" --format 'image: {{.Id}} {{.Size}} bytes'
