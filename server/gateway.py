@@ -23,7 +23,7 @@ from server.modeldir import ModelDirError, model_spec
 from server.pool import PoolUnavailable, Runtimes, UnknownModel
 from server.protos import classification_pb2, predict_pb2, regression_pb2
 from server.routes import READY, RouteTable
-from server.runtimes.model_server import rest_results
+from server.runtimes.rest import rest_results
 from server.settings import Settings
 from server.tensors import (
     TensorError,

@@ -10,8 +10,6 @@ directory into a `Servable`; everything else lives here.
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import signal
 import sys
 import threading
@@ -20,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,14 +37,11 @@ from server.protos import (
     prediction_service_pb2_grpc,
     regression_pb2,
 )
+from server.runtimes.batching import Batching, read_batching_file
 from server.tensors import (
     Signature,
     TensorError,
-    columnar,
-    examples_to_protos,
     from_proto,
-    predictions,
-    request_to_arrays,
     to_proto,
 )
 from server.tensors import TensorSpec as Spec
@@ -205,66 +200,6 @@ def warmup(servable: Servable) -> None:
             log(f"warm-up of signature '{sig.name}' skipped: {type(exc).__name__}: {str(exc)[:200]}")
 
 
-class Batching:
-    """Server-side batching (SAGEMAKER_TFS_ENABLE_BATCHING): concurrent requests to one signature
-    are joined along axis 0, run once, and split again."""
-
-    def __init__(self, max_batch_size: int, timeout_micros: int, max_enqueued: int) -> None:
-        self.max_batch_size = max_batch_size
-        self.timeout = timeout_micros / 1e6
-        self.max_enqueued = max_enqueued
-        self.lock = threading.Lock()
-        self.queues: dict[tuple[int, str], list[_Pending]] = {}
-
-    def run(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        sizes = {len(a) if a.ndim else -1 for a in inputs.values()}
-        if len(sizes) != 1 or -1 in sizes:
-            return servable.run(signature, inputs)  # not batchable: no shared leading dimension
-        job = _Pending(inputs, sizes.pop())
-        key = (id(servable), signature)
-        with self.lock:
-            queue = self.queues.setdefault(key, [])
-            if len(queue) >= self.max_enqueued * self.max_batch_size:
-                raise TensorError("batch queue is full; retry later")
-            queue.append(job)
-            leader = len(queue) == 1
-        if leader:
-            time.sleep(self.timeout)
-            with self.lock:
-                batch = self.queues.pop(key, [])
-            self._execute(servable, signature, batch)
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        assert job.result is not None
-        return job.result
-
-    def _execute(self, servable: Servable, signature: str, batch: list[_Pending]) -> None:
-        for start in range(0, len(batch), self.max_batch_size):
-            chunk = batch[start : start + self.max_batch_size]
-            try:
-                joined = {k: np.concatenate([j.inputs[k] for j in chunk]) for k in chunk[0].inputs}
-                out = servable.run(signature, joined)
-                offset = 0
-                for job in chunk:
-                    job.result = {k: v[offset : offset + job.size] for k, v in out.items()}
-                    offset += job.size
-            except Exception as exc:
-                for job in chunk:
-                    job.error = exc
-            for job in chunk:
-                job.done.set()
-
-
-@dataclass
-class _Pending:
-    inputs: dict[str, np.ndarray]
-    size: int
-    done: threading.Event = field(default_factory=threading.Event)
-    result: dict[str, np.ndarray] | None = None
-    error: Exception | None = None
-
-
 def signature_def(sig: Signature) -> meta_graph_pb2.SignatureDef:
     out = meta_graph_pb2.SignatureDef(method_name=sig.method)
     for target, specs in ((out.inputs, sig.inputs), (out.outputs, sig.outputs)):
@@ -405,140 +340,20 @@ class _grpc_errors:
             return False
         if isinstance(exc, NotFound):
             self.context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        if isinstance(exc, TensorError | ValueError) or _is_tf_invalid_argument(exc):
-            self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, _first_line(exc))
+        if isinstance(exc, TensorError | ValueError) or is_tf_invalid_argument(exc):
+            self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, first_line(exc))
         traceback.print_exception(kind, exc, tb)
-        self.context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {_first_line(exc)}")
+        self.context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {first_line(exc)}")
         return False
 
 
-def _is_tf_invalid_argument(exc: BaseException) -> bool:
+def is_tf_invalid_argument(exc: BaseException) -> bool:
     return type(exc).__name__ in ("InvalidArgumentError", "OutOfRangeError")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:500] if text else type(exc).__name__
-
-
-_REST_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<rest>/metadata|:\w+)?$")
-
-
-def rest_handler(store: ModelStore) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            return None
-
-        def do_GET(self) -> None:
-            self._dispatch("GET")
-
-        def do_POST(self) -> None:
-            self._dispatch("POST")
-
-        def _dispatch(self, verb: str) -> None:
-            match = _REST_PATH.match(self.path.split("?", 1)[0])
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if match is None:
-                return self._send(404, {"error": f"unknown path {self.path}"})
-            name, rest = match["name"], match["rest"] or ""
-            version = int(match["version"]) if match["version"] else None
-            try:
-                if verb == "GET" and rest == "":
-                    return self._send(200, self._status(name, version))
-                if verb == "GET" and rest == "/metadata":
-                    return self._send(200, self._metadata(name, version))
-                if verb == "POST" and rest in (":predict", ":classify", ":regress"):
-                    return self._send(200, self._infer(name, version, rest[1:], json.loads(body or b"{}")))
-                return self._send(404, {"error": f"unsupported {verb} {self.path}"})
-            except NotFound as exc:
-                return self._send(404, {"error": str(exc)})
-            except (TensorError, ValueError) as exc:
-                return self._send(400, {"error": str(exc)})
-            except Exception as exc:
-                if _is_tf_invalid_argument(exc):
-                    return self._send(400, {"error": _first_line(exc)})
-                traceback.print_exc()
-                return self._send(500, {"error": f"{type(exc).__name__}: {_first_line(exc)}"})
-
-        def _status(self, name: str, version: int | None) -> dict[str, Any]:
-            model = store.model(name)
-            statuses = [
-                {
-                    "version": str(mv.version),
-                    "state": State.Name(mv.state),
-                    "status": {"error_code": "UNKNOWN" if mv.error else "OK", "error_message": mv.error},
-                }
-                for mv in sorted(model.versions.values(), key=lambda v: -v.version)
-                if version is None or mv.version == version
-            ]
-            if not statuses:
-                raise NotFound(f"model '{name}' has no version {version}")
-            return {"model_version_status": statuses}
-
-        def _metadata(self, name: str, version: int | None) -> dict[str, Any]:
-            from google.protobuf import json_format
-
-            mv = store.model(name).get(version)
-            assert mv.servable is not None
-            sigs = {k: json_format.MessageToDict(signature_def(s)) for k, s in mv.servable.signatures.items()}
-            return {
-                "model_spec": {"name": name, "signature_name": "", "version": str(mv.version)},
-                "metadata": {"signature_def": {"signature_def": sigs}},
-            }
-
-        def _infer(self, name: str, version: int | None, method: str, body: dict[str, Any]) -> Any:
-            if not isinstance(body, dict):
-                raise TensorError("the request body must be a JSON object")
-            mv, sig = store.resolve(name, version, body.get("signature_name"))
-            if method == "predict":
-                arrays, row = request_to_arrays(body, sig)
-                outputs = store.run(mv, sig, arrays)
-                return {"predictions": predictions(outputs)} if row else {"outputs": columnar(outputs)}
-            examples = examples_to_protos(body.get("examples"))
-            outputs = store.classify_or_regress(mv, sig, examples, CLASSIFY if method == "classify" else REGRESS)
-            return {"results": rest_results(method, outputs)}
-
-        def _send(self, code: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    return Handler
-
-
-def rest_results(method: str, outputs: dict[str, np.ndarray]) -> list[Any]:
-    """TF Serving REST shapes: classify -> [[[label, score], ...], ...]; regress -> [value, ...]."""
-    if method == "regress":
-        values = outputs["outputs"]
-        return values.reshape(len(values), -1)[:, 0].tolist()
-    scores, classes = outputs.get("scores"), outputs.get("classes")
-    ref = scores if scores is not None else classes
-    results = []
-    for i in range(len(ref)):
-        row_scores = scores[i].reshape(-1).tolist() if scores is not None else None
-        row_classes = classes[i].reshape(-1).tolist() if classes is not None else None
-        width = len(row_scores if row_scores is not None else row_classes)
-        row = []
-        for j in range(width):
-            label = row_classes[j] if row_classes is not None else str(j)
-            label = label.decode() if isinstance(label, bytes) else label
-            row.append([label, row_scores[j]] if row_scores is not None else [label])
-        results.append(row)
-    return results
-
-
-def read_batching_file(path: str | None) -> dict[str, int]:
-    """The batching_parameters_file that TF Serving reads: `max_batch_size { value: 8 }` lines."""
-    params = {"max_batch_size": 8, "batch_timeout_micros": 1000, "max_enqueued_batches": 2}
-    if path:
-        for key, value in re.findall(r"(\w+)\s*\{\s*value:\s*(\d+)\s*\}", Path(path).read_text()):
-            params[key] = int(value)
-    return params
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -591,6 +406,8 @@ def serve(argv: list[str], make_backend: Callable[[argparse.Namespace], Backend]
     grpc_server.start()
     rest = None
     if args.rest_api_port:
+        from server.runtimes.rest import rest_handler
+
         rest = ThreadingHTTPServer(("127.0.0.1", args.rest_api_port), rest_handler(store))
         rest.daemon_threads = True
         threading.Thread(target=rest.serve_forever, daemon=True).start()

@@ -1,0 +1,86 @@
+"""Server-side batching (SAGEMAKER_TFS_ENABLE_BATCHING) for our runtimes, with TF Serving's parameter file."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from server.tensors import TensorError
+
+if TYPE_CHECKING:
+    from server.runtimes.model_server import Servable
+
+
+class Batching:
+    """Server-side batching (SAGEMAKER_TFS_ENABLE_BATCHING): concurrent requests to one signature
+    are joined along axis 0, run once, and split again."""
+
+    def __init__(self, max_batch_size: int, timeout_micros: int, max_enqueued: int) -> None:
+        self.max_batch_size = max_batch_size
+        self.timeout = timeout_micros / 1e6
+        self.max_enqueued = max_enqueued
+        self.lock = threading.Lock()
+        self.queues: dict[tuple[int, str], list[_Pending]] = {}
+
+    def run(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sizes = {len(a) if a.ndim else -1 for a in inputs.values()}
+        if len(sizes) != 1 or -1 in sizes:
+            return servable.run(signature, inputs)  # not batchable: no shared leading dimension
+        job = _Pending(inputs, sizes.pop())
+        key = (id(servable), signature)
+        with self.lock:
+            queue = self.queues.setdefault(key, [])
+            if len(queue) >= self.max_enqueued * self.max_batch_size:
+                raise TensorError("batch queue is full; retry later")
+            queue.append(job)
+            leader = len(queue) == 1
+        if leader:
+            time.sleep(self.timeout)
+            with self.lock:
+                batch = self.queues.pop(key, [])
+            self._execute(servable, signature, batch)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    def _execute(self, servable: Servable, signature: str, batch: list[_Pending]) -> None:
+        for start in range(0, len(batch), self.max_batch_size):
+            chunk = batch[start : start + self.max_batch_size]
+            try:
+                joined = {k: np.concatenate([j.inputs[k] for j in chunk]) for k in chunk[0].inputs}
+                out = servable.run(signature, joined)
+                offset = 0
+                for job in chunk:
+                    job.result = {k: v[offset : offset + job.size] for k, v in out.items()}
+                    offset += job.size
+            except Exception as exc:
+                for job in chunk:
+                    job.error = exc
+            for job in chunk:
+                job.done.set()
+
+
+@dataclass
+class _Pending:
+    inputs: dict[str, np.ndarray]
+    size: int
+    done: threading.Event = field(default_factory=threading.Event)
+    result: dict[str, np.ndarray] | None = None
+    error: Exception | None = None
+
+
+def read_batching_file(path: str | None) -> dict[str, int]:
+    """The batching_parameters_file that TF Serving reads: `max_batch_size { value: 8 }` lines."""
+    params = {"max_batch_size": 8, "batch_timeout_micros": 1000, "max_enqueued_batches": 2}
+    if path:
+        for key, value in re.findall(r"(\w+)\s*\{\s*value:\s*(\d+)\s*\}", Path(path).read_text()):
+            params[key] = int(value)
+    return params
