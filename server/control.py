@@ -13,9 +13,10 @@ import socket
 import socketserver
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from server.jsonhttp import JsonHandler
 
 Reply = tuple[int, dict[str, Any]]
 
@@ -24,34 +25,21 @@ class ControlServer:
     def __init__(self, path: Path, load: Callable[[str, str], Reply], unload: Callable[[str], Reply]) -> None:
         path.unlink(missing_ok=True)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(JsonHandler):
             def address_string(self) -> str:
                 return "control"
 
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                body = json.loads(self.read_body() or b"{}")
                 if self.path == "/models":
-                    return self._send(*load(str(body.get("model_name")), str(body.get("url"))))
-                self._send(404, {"error": f"unknown control path {self.path}"})
+                    return self.send_json(*load(str(body.get("model_name")), str(body.get("url"))))
+                self.send_json(404, {"error": f"unknown control path {self.path}"})
 
             def do_DELETE(self) -> None:
                 match = re.fullmatch(r"/models/([^/]+)", self.path)
                 if match:
-                    return self._send(*unload(match[1]))
-                self._send(404, {"error": f"unknown control path {self.path}"})
-
-            def _send(self, code: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                    return self.send_json(*unload(match[1]))
+                self.send_json(404, {"error": f"unknown control path {self.path}"})
 
         class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             daemon_threads = True

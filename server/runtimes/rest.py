@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import re
 import traceback
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import numpy as np
 
+from server.jsonhttp import JsonHandler
 from server.runtimes.model_server import (
     CLASSIFY,
     REGRESS,
@@ -29,13 +29,8 @@ from server.tensors import TensorError, columnar, examples_to_protos, prediction
 _REST_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<rest>/metadata|:\w+)?$")
 
 
-def rest_handler(store: ModelStore) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            return None
-
+def rest_handler(store: ModelStore) -> type[JsonHandler]:
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
             self._dispatch("GET")
 
@@ -44,28 +39,28 @@ def rest_handler(store: ModelStore) -> type[BaseHTTPRequestHandler]:
 
         def _dispatch(self, verb: str) -> None:
             match = _REST_PATH.match(self.path.split("?", 1)[0])
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = self.read_body()
             if match is None:
-                return self._send(404, {"error": f"unknown path {self.path}"})
+                return self.send_json(404, {"error": f"unknown path {self.path}"})
             name, rest = match["name"], match["rest"] or ""
             version = int(match["version"]) if match["version"] else None
             try:
                 if verb == "GET" and rest == "":
-                    return self._send(200, self._status(name, version))
+                    return self.send_json(200, self._status(name, version))
                 if verb == "GET" and rest == "/metadata":
-                    return self._send(200, self._metadata(name, version))
+                    return self.send_json(200, self._metadata(name, version))
                 if verb == "POST" and rest in (":predict", ":classify", ":regress"):
-                    return self._send(200, self._infer(name, version, rest[1:], json.loads(body or b"{}")))
-                return self._send(404, {"error": f"unsupported {verb} {self.path}"})
+                    return self.send_json(200, self._infer(name, version, rest[1:], json.loads(body or b"{}")))
+                return self.send_json(404, {"error": f"unsupported {verb} {self.path}"})
             except NotFound as exc:
-                return self._send(404, {"error": str(exc)})
+                return self.send_json(404, {"error": str(exc)})
             except (TensorError, ValueError) as exc:
-                return self._send(400, {"error": str(exc)})
+                return self.send_json(400, {"error": str(exc)})
             except Exception as exc:
                 if is_tf_invalid_argument(exc):
-                    return self._send(400, {"error": first_line(exc)})
+                    return self.send_json(400, {"error": first_line(exc)})
                 traceback.print_exc()
-                return self._send(500, {"error": f"{type(exc).__name__}: {first_line(exc)}"})
+                return self.send_json(500, {"error": f"{type(exc).__name__}: {first_line(exc)}"})
 
         def _status(self, name: str, version: int | None) -> dict[str, Any]:
             model = store.model(name)
@@ -104,14 +99,6 @@ def rest_handler(store: ModelStore) -> type[BaseHTTPRequestHandler]:
             examples = examples_to_protos(body.get("examples"))
             outputs = store.classify_or_regress(mv, sig, examples, CLASSIFY if method == "classify" else REGRESS)
             return {"results": rest_results(method, outputs)}
-
-        def _send(self, code: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
     return Handler
 
