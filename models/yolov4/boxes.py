@@ -1,0 +1,94 @@
+"""YOLO pre- and post-processing that does not depend on the network: letterbox, box mapping, NMS.
+
+Letterbox keeps the aspect ratio: the image is scaled to fit a square and padded with grey
+(128), centred. Boxes come back from the network in letterboxed pixels and are mapped to the
+original image. NMS is class-wise: boxes of different classes never suppress each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+PAD_VALUE = 128
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    scale: float
+    pad_x: float
+    pad_y: float
+    width: int  # original image size
+    height: int
+
+    def to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """[N, 4] x1, y1, x2, y2 in letterboxed pixels -> original pixels, clipped to the image."""
+        out = boxes.astype(np.float64).copy()
+        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale
+        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale
+        out[:, [0, 2]] = out[:, [0, 2]].clip(0, self.width)
+        out[:, [1, 3]] = out[:, [1, 3]].clip(0, self.height)
+        return out
+
+
+def letterbox(image: Image.Image, size: int = 416) -> tuple[np.ndarray, Letterbox]:
+    """RGB image -> float32 [3, size, size] in 0..1, and the mapping back."""
+    image = image.convert("RGB")
+    width, height = image.size
+    scale = min(size / width, size / height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    pad_x, pad_y = (size - new_w) / 2, (size - new_h) / 2
+    canvas = Image.new("RGB", (size, size), (PAD_VALUE,) * 3)
+    canvas.paste(image.resize((new_w, new_h), Image.BILINEAR), (int(pad_x), int(pad_y)))
+    tensor = np.asarray(canvas, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return tensor, Letterbox(scale, float(int(pad_x)), float(int(pad_y)), width, height)
+
+
+def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(box[0], others[:, 0])
+    y1 = np.maximum(box[1], others[:, 1])
+    x2 = np.minimum(box[2], others[:, 2])
+    y2 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float = 0.45) -> np.ndarray:
+    """Indices kept by class-wise greedy NMS, highest score first."""
+    keep: list[int] = []
+    for cls in np.unique(classes):
+        idx = np.flatnonzero(classes == cls)
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        while len(idx):
+            best, rest = idx[0], idx[1:]
+            keep.append(int(best))
+            idx = rest[iou(boxes[best], boxes[rest]) <= iou_threshold]
+    return np.array(sorted(keep, key=lambda i: -scores[i]), dtype=np.int64)
+
+
+def detections(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    frame: Letterbox,
+    names: tuple[str, ...],
+    conf_threshold: float = 0.25,
+    iou_threshold: float = 0.45,
+) -> list[dict]:
+    """Threshold, NMS, map to the original image: [{"box": [x1,y1,x2,y2], "score", "class_id", "class"}]."""
+    confident = np.flatnonzero(scores >= conf_threshold)
+    kept = confident[nms(boxes[confident], scores[confident], classes[confident], iou_threshold)]
+    mapped = frame.to_original(boxes[kept]) if len(kept) else np.zeros((0, 4))
+    return [
+        {
+            "box": [round(float(v), 2) for v in box],
+            "score": round(float(scores[i]), 4),
+            "class_id": int(classes[i]),
+            "class": names[int(classes[i])],
+        }
+        for i, box in zip(kept, mapped, strict=True)
+    ]

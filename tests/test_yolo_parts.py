@@ -1,0 +1,164 @@
+"""YOLOv4's network-independent parts: letterbox and box mapping, class-wise NMS, Darknet files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.yolov4 import darknet
+from models.yolov4.boxes import Letterbox, detections, letterbox, nms
+from models.yolov4.coco import CLASSES
+
+
+def test_letterbox_geometry_and_box_round_trip():
+    img = Image.new("RGB", (640, 480), (0, 0, 0))
+    img.paste((255, 0, 0), (100, 50, 300, 250))
+    tensor, frame = letterbox(img, 416)
+    assert tensor.shape == (3, 416, 416) and tensor.dtype == np.float32
+    assert frame.scale == pytest.approx(0.65) and (frame.pad_x, frame.pad_y) == (0.0, 52.0)
+    assert tensor[:, 10, 10] == pytest.approx([128 / 255] * 3)  # the grey band
+    # The red square lands where the mapping says: (100,50,300,250) * 0.65 + (0, 52).
+    assert tensor[0, 84 + 2 : 214 - 2, 65 + 2 : 195 - 2].min() > 0.95
+    assert tensor[0, 84 - 3, 130] < 0.1
+    letterboxed = np.array([[65.0, 84.5, 195.0, 214.5]])
+    assert frame.to_original(letterboxed) == pytest.approx(np.array([[100, 50, 300, 250]]))
+
+
+def test_box_mapping_clips_to_the_image():
+    frame = Letterbox(scale=0.5, pad_x=8, pad_y=0, width=100, height=200)
+    out = frame.to_original(np.array([[0.0, -4.0, 70.0, 120.0]]))
+    assert out.tolist() == [[0.0, 0.0, 100.0, 200.0]]
+
+
+def test_nms_hand_made_cases():
+    boxes = np.array(
+        [
+            [0, 0, 10, 10],  # 0: best of its cluster
+            [1, 1, 11, 11],  # 1: IoU 0.68 with 0, same class -> suppressed
+            [1, 1, 11, 11],  # 2: same place, another class -> kept
+            [20, 20, 30, 30],  # 3: far away -> kept
+            [0, 5, 10, 15],  # 4: IoU 1/3 with 0 -> kept at 0.45
+        ],
+        dtype=np.float64,
+    )
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    classes = np.array([0, 0, 1, 0, 0])
+    assert nms(boxes, scores, classes, 0.45).tolist() == [0, 2, 3, 4]
+    assert nms(boxes, scores, classes, 0.3).tolist() == [0, 2, 3]  # 1/3 > 0.3 now suppresses 4
+
+
+def test_detections_threshold_map_and_shape():
+    frame = Letterbox(scale=2.0, pad_x=0, pad_y=10, width=200, height=100)
+    boxes = np.array([[20, 30, 60, 70], [22, 32, 62, 72], [100, 50, 140, 90]], dtype=np.float64)
+    out = detections(boxes, np.array([0.9, 0.8, 0.2]), np.array([16, 16, 0]), frame, CLASSES, 0.25, 0.45)
+    assert out == [{"box": [10.0, 10.0, 30.0, 30.0], "score": 0.9, "class_id": 16, "class": "dog"}]
+    assert detections(boxes, np.array([0.1, 0.1, 0.1]), np.array([0, 0, 0]), frame, CLASSES) == []
+
+
+TINY_CFG = """
+[net]
+width=32
+height=32
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=mish
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=1
+activation=mish
+
+[shortcut]
+from=-3
+activation=linear
+
+[route]
+layers=-1,-4
+
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+activation=leaky
+
+[upsample]
+stride=2
+
+[convolutional]
+size=1
+filters=6
+activation=linear
+
+[yolo]
+mask=0,1
+classes=1
+"""
+
+
+def random_blocks(specs, rng):
+    blocks = []
+    for s in specs:
+        block = {"bias": rng.normal(size=s.filters), "weights": rng.normal(size=s.weight_shape)}
+        if s.batch_normalize:
+            block |= {
+                "scale": rng.normal(size=s.filters),
+                "mean": rng.normal(size=s.filters),
+                "var": rng.random(s.filters),
+            }
+        blocks.append(block)
+    return blocks
+
+
+def test_cfg_channels_are_tracked():
+    specs = darknet.conv_specs(darknet.parse_cfg(TINY_CFG))
+    assert [(s.in_channels, s.filters, s.size, s.batch_normalize) for s in specs] == [
+        (3, 8, 3, True),
+        (8, 8, 1, True),
+        (16, 4, 3, True),  # route of the shortcut (8) and the first conv (8)
+        (4, 6, 1, False),
+    ]
+
+
+@pytest.mark.parametrize(("major", "minor", "header_bytes"), [(0, 2, 20), (0, 1, 16)])
+def test_weights_round_trip(tmp_path, major, minor, header_bytes):
+    specs = darknet.conv_specs(darknet.parse_cfg(TINY_CFG))
+    blocks = random_blocks(specs, np.random.default_rng(0))
+    header = {"major": major, "minor": minor, "revision": 5, "seen": 32013312}
+    data = darknet.write_weights(header, specs, blocks)
+    n_values = sum(s.filters * (4 if s.batch_normalize else 1) + int(np.prod(s.weight_shape)) for s in specs)
+    assert len(data) == header_bytes + 4 * n_values
+    (tmp_path / "tiny.cfg").write_text(TINY_CFG)
+    (tmp_path / "tiny.weights").write_bytes(data)
+    _, got_header, got = darknet.load(tmp_path / "tiny.cfg", tmp_path / "tiny.weights")
+    assert got_header == header
+    for want, have in zip(blocks, got, strict=True):
+        assert want.keys() == have.keys()
+        for key in want:
+            assert np.array_equal(np.asarray(want[key], dtype=np.float32), have[key])
+
+
+def test_mismatched_weights_and_bad_cfg():
+    specs = darknet.conv_specs(darknet.parse_cfg(TINY_CFG))
+    data = darknet.write_weights(
+        {"major": 0, "minor": 2, "revision": 0, "seen": 0}, specs, random_blocks(specs, np.random.default_rng(1))
+    )
+    with pytest.raises(darknet.DarknetError, match="ends inside the convolution"):
+        darknet.read_weights(data[:-8], specs)
+    with pytest.raises(darknet.DarknetError, match="values are left"):
+        darknet.read_weights(data + b"\x00" * 8, specs)
+    with pytest.raises(darknet.DarknetError, match="starts with a \\[net\\]"):
+        darknet.parse_cfg("[convolutional]\nfilters=1\n")
+    with pytest.raises(darknet.DarknetError, match="unsupported block"):
+        darknet.conv_specs(darknet.parse_cfg("[net]\n[lstm]\n"))
