@@ -1,0 +1,276 @@
+"""YOLOv4 (CSPDarknet53 with Mish, SPP, PAN, three YOLO heads) in PyTorch, built from a Darknet cfg.
+
+`yolov4_cfg()` writes the network as Darknet's yolov4.cfg lays it out (162 layers, the same order
+of [convolutional] blocks), so `Darknet` modules built from it take the published .weights through
+models/yolov4/darknet.py. `width` scales every channel count (except the heads' outputs) for the
+reduced configurations that tests and quick benchmarks use; the layer structure stays the same.
+
+The forward pass returns decoded detections, [batch, boxes, 4 + 1 + classes]: x1, y1, x2, y2 in
+input pixels, objectness, and per-class probabilities. Thresholds and NMS happen outside (boxes.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.yolov4 import darknet
+
+ANCHORS = [(12, 16), (19, 36), (40, 28), (36, 75), (76, 55), (72, 146), (142, 110), (192, 243), (459, 401)]
+HEADS = [((0, 1, 2), 1.2), ((3, 4, 5), 1.1), ((6, 7, 8), 1.05)]  # anchor masks and scale_x_y per head
+
+
+class _Cfg:
+    """Appends Darknet blocks and returns their absolute layer index; routes are written relative."""
+
+    def __init__(self, width: float, classes: int, size: int) -> None:
+        self.width, self.classes = width, classes
+        self.lines = [f"[net]\nwidth={size}\nheight={size}\nchannels=3\n"]
+        self.count = 0
+
+    def _add(self, text: str) -> int:
+        self.lines.append(text)
+        self.count += 1
+        return self.count - 1
+
+    def conv(self, filters: int, size: int, stride: int = 1, act: str = "mish", scale: bool = True) -> int:
+        n = max(8, round(filters * self.width)) if scale else filters
+        return self._add(
+            f"[convolutional]\nbatch_normalize=1\nfilters={n}\nsize={size}\nstride={stride}\npad=1\nactivation={act}\n"
+        )
+
+    def head(self) -> int:
+        n = 3 * (5 + self.classes)
+        return self._add(f"[convolutional]\nsize=1\nstride=1\npad=1\nfilters={n}\nactivation=linear\n")
+
+    def route(self, *layers: int) -> int:
+        here = self.count
+        return self._add("[route]\nlayers=" + ",".join(str(x - here) for x in layers) + "\n")
+
+    def shortcut(self, frm: int) -> int:
+        return self._add(f"[shortcut]\nfrom={frm - self.count}\nactivation=linear\n")
+
+    def maxpool(self, size: int) -> int:
+        return self._add(f"[maxpool]\nstride=1\nsize={size}\n")
+
+    def upsample(self) -> int:
+        return self._add("[upsample]\nstride=2\n")
+
+    def yolo(self, mask: tuple[int, ...], scale_xy: float) -> int:
+        anchors = ", ".join(f"{w},{h}" for w, h in ANCHORS)
+        return self._add(
+            f"[yolo]\nmask={','.join(map(str, mask))}\nanchors={anchors}\nclasses={self.classes}\n"
+            f"num=9\nscale_x_y={scale_xy}\n"
+        )
+
+    def csp_stage(self, filters: int, blocks: int, first: bool) -> int:
+        """A CSPDarknet53 stage: downsample, split, residual blocks on one half, merge."""
+        half = filters if first else filters // 2
+        self.conv(filters, 3, 2)
+        part_a = self.conv(half, 1)
+        self.route(part_a - 1)
+        x = self.conv(half, 1)
+        for _ in range(blocks):
+            self.conv(filters // 2 if first else half, 1)
+            self.conv(half, 3)
+            x = self.shortcut(x)
+        x = self.conv(half, 1)
+        self.route(x, part_a)
+        return self.conv(filters, 1)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def yolov4_cfg(classes: int = 80, width: float = 1.0, size: int = 416) -> str:
+    c = _Cfg(width, classes, size)
+    c.conv(32, 3)
+    c.csp_stage(64, 1, first=True)
+    c.csp_stage(128, 2, first=False)
+    p3 = c.csp_stage(256, 8, first=False)
+    p4 = c.csp_stage(512, 8, first=False)
+    c.csp_stage(1024, 4, first=False)
+    c.conv(512, 1, act="leaky")
+    c.conv(1024, 3, act="leaky")
+    spp_in = c.conv(512, 1, act="leaky")
+    m5 = c.maxpool(5)
+    c.route(spp_in)
+    m9 = c.maxpool(9)
+    c.route(spp_in)
+    m13 = c.maxpool(13)
+    c.route(m13, m9, m5, spp_in)
+    c.conv(512, 1, act="leaky")
+    c.conv(1024, 3, act="leaky")
+    n5 = c.conv(512, 1, act="leaky")
+    c.conv(256, 1, act="leaky")
+    up = c.upsample()
+    c.route(p4)
+    lateral = c.conv(256, 1, act="leaky")
+    c.route(lateral, up)  # Darknet's order: the lateral branch, then the upsampled one
+    n4 = _five(c, 256)
+    c.conv(128, 1, act="leaky")
+    up = c.upsample()
+    c.route(p3)
+    lateral = c.conv(128, 1, act="leaky")
+    c.route(lateral, up)
+    n3 = _five(c, 128)
+    c.conv(256, 3, act="leaky")
+    c.head()
+    c.yolo(*HEADS[0])
+    c.route(n3)
+    down = c.conv(256, 3, 2, act="leaky")
+    c.route(down, n4)
+    n4 = _five(c, 256)
+    c.conv(512, 3, act="leaky")
+    c.head()
+    c.yolo(*HEADS[1])
+    c.route(n4)
+    down = c.conv(512, 3, 2, act="leaky")
+    c.route(down, n5)
+    _five(c, 512)
+    c.conv(1024, 3, act="leaky")
+    c.head()
+    c.yolo(*HEADS[2])
+    return c.text()
+
+
+def _five(c: _Cfg, filters: int) -> int:
+    """The PAN's 1x1 / 3x3 / 1x1 / 3x3 / 1x1 stack; returns the last layer."""
+    for _ in range(2):
+        c.conv(filters, 1, act="leaky")
+        c.conv(filters * 2, 3, act="leaky")
+    return c.conv(filters, 1, act="leaky")
+
+
+class Mish(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.tanh(nn.functional.softplus(x))
+
+
+class YoloLayer(nn.Module):
+    def __init__(self, anchors: list[tuple[float, float]], classes: int, scale_xy: float, input_size: int) -> None:
+        super().__init__()
+        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(1, -1, 1, 1, 2))
+        self.classes, self.scale_xy, self.input_size = classes, scale_xy, input_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        n = self.anchors.shape[1]
+        p = x.view(b, n, 5 + self.classes, h, w).permute(0, 1, 3, 4, 2)
+        gy, gx = torch.meshgrid(torch.arange(h, dtype=x.dtype), torch.arange(w, dtype=x.dtype), indexing="ij")
+        stride = self.input_size / w
+        xy = torch.sigmoid(p[..., 0:2]) * self.scale_xy - 0.5 * (self.scale_xy - 1)
+        cx = (xy[..., 0] + gx) * stride
+        cy = (xy[..., 1] + gy) * stride
+        wh = torch.exp(p[..., 2:4]) * self.anchors
+        boxes = torch.stack([cx - wh[..., 0] / 2, cy - wh[..., 1] / 2, cx + wh[..., 0] / 2, cy + wh[..., 1] / 2], -1)
+        scores = torch.sigmoid(p[..., 4:])
+        return torch.cat([boxes, scores], -1).reshape(b, -1, 5 + self.classes)
+
+
+class Darknet(nn.Module):
+    """A network from Darknet cfg sections; convolutions in cfg order (for .weights)."""
+
+    def __init__(self, cfg_text: str) -> None:
+        super().__init__()
+        sections = darknet.parse_cfg(cfg_text)
+        net = sections[0]
+        self.input_size = int(net.get("width", 416))
+        self.specs = darknet.conv_specs(sections)
+        self.blocks = sections[1:]
+        specs = iter(self.specs)
+        layers = []
+        for block in self.blocks:
+            kind = block["type"]
+            if kind == "convolutional":
+                spec = next(specs)
+                stride = int(block.get("stride", 1))
+                pad = spec.size // 2 if block.get("pad") == "1" else 0
+                seq = nn.Sequential()
+                seq.add_module("conv", nn.Conv2d(spec.in_channels, spec.filters, spec.size, stride, pad,
+                                                 groups=spec.groups, bias=not spec.batch_normalize))  # fmt: skip
+                if spec.batch_normalize:
+                    seq.add_module("bn", nn.BatchNorm2d(spec.filters, eps=1e-5, momentum=0.01))
+                act = block.get("activation", "linear")
+                if act == "mish":
+                    seq.add_module("act", Mish())
+                elif act == "leaky":
+                    seq.add_module("act", nn.LeakyReLU(0.1))
+                layers.append(seq)
+            elif kind == "maxpool":
+                size = int(block["size"])
+                layers.append(nn.MaxPool2d(size, int(block.get("stride", 1)), (size - 1) // 2))
+            elif kind == "upsample":
+                layers.append(nn.Upsample(scale_factor=int(block["stride"]), mode="nearest"))
+            elif kind == "yolo":
+                mask = [int(v) for v in block["mask"].split(",")]
+                flat = [float(v) for v in block["anchors"].split(",")]
+                pairs = [(flat[2 * i], flat[2 * i + 1]) for i in mask]
+                layers.append(
+                    YoloLayer(pairs, int(block["classes"]), float(block.get("scale_x_y", 1)), self.input_size)
+                )
+            else:
+                layers.append(nn.Identity())
+        self.layers = nn.ModuleList(layers)
+        self.routes = [
+            [int(v) if int(v) >= 0 else i + int(v) for v in b["layers"].split(",")] if b["type"] == "route" else []
+            for i, b in enumerate(self.blocks)
+        ]
+        self.shortcuts = [i + int(b["from"]) if b["type"] == "shortcut" else -1 for i, b in enumerate(self.blocks)]
+        self.kinds = [b["type"] for b in self.blocks]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs: list[torch.Tensor] = []
+        detections = []
+        for i, layer in enumerate(self.layers):
+            kind = self.kinds[i]
+            if kind == "route":
+                x = torch.cat([outputs[j] for j in self.routes[i]], 1)
+            elif kind == "shortcut":
+                x = x + outputs[self.shortcuts[i]]
+            elif kind == "yolo":
+                detections.append(layer(x))
+            else:
+                x = layer(x)
+            outputs.append(x)
+        return torch.cat(detections, 1)
+
+    def load_darknet(self, blocks: list[dict]) -> None:
+        """Copy .weights blocks (darknet.read_weights) into the convolutions, in cfg order."""
+        convs = [m for m in self.layers if isinstance(m, nn.Sequential)]
+        if len(blocks) != len(convs):
+            raise darknet.DarknetError(f"{len(blocks)} weight blocks for {len(convs)} convolutions")
+        with torch.no_grad():
+            for seq, block in zip(convs, blocks, strict=True):
+                seq.conv.weight.copy_(torch.from_numpy(block["weights"]))
+                if hasattr(seq, "bn"):
+                    seq.bn.bias.copy_(torch.from_numpy(block["bias"]))
+                    seq.bn.weight.copy_(torch.from_numpy(block["scale"]))
+                    seq.bn.running_mean.copy_(torch.from_numpy(block["mean"]))
+                    seq.bn.running_var.copy_(torch.from_numpy(block["var"]))
+                else:
+                    seq.conv.bias.copy_(torch.from_numpy(block["bias"]))
+
+    def darknet_blocks(self) -> list[dict]:
+        """The inverse of load_darknet, for writing .weights."""
+        blocks = []
+        for seq in (m for m in self.layers if isinstance(m, nn.Sequential)):
+            block = {"weights": seq.conv.weight.detach().numpy()}
+            if hasattr(seq, "bn"):
+                block |= {
+                    "bias": seq.bn.bias.detach().numpy(),
+                    "scale": seq.bn.weight.detach().numpy(),
+                    "mean": seq.bn.running_mean.numpy(),
+                    "var": seq.bn.running_var.numpy(),
+                }
+            else:
+                block["bias"] = seq.conv.bias.detach().numpy()
+            blocks.append(block)
+        return blocks
+
+
+def build(classes: int = 80, width: float = 1.0, size: int = 416, seed: int = 0) -> Darknet:
+    """YOLOv4 with fixed-seed random weights (no pretrained weights can be downloaded here)."""
+    torch.manual_seed(seed)
+    model = Darknet(yolov4_cfg(classes, width, size))
+    return model.eval()
