@@ -31,6 +31,7 @@ models: setup
 	@[ -d $(MODEL_DIR)/half_plus_three/1 ] || $(BIN)/sagestack build half_plus_three --out $(MODEL_DIR)/half_plus_three
 	@[ -d $(MODEL_DIR)/credit_risk/1 ] || $(BIN)/sagestack build credit_risk --out $(MODEL_DIR)/credit_risk
 	@[ -d $(MODEL_DIR)/anomaly/1 ] || $(BIN)/sagestack build anomaly --out $(MODEL_DIR)/anomaly
+	@[ -d $(MODEL_DIR)/yolov4/1 ] || $(BIN)/sagestack build yolov4 --out $(MODEL_DIR)/yolov4
 
 # ENV_FILE=build/tune/<model>.env serves with a tuned configuration (from `sagestack tune`).
 serve: models

@@ -13,6 +13,7 @@ BUILDERS = {
     "half_plus_three": "models.half_plus_three.build",
     "credit_risk": "models.credit_risk.build",
     "anomaly": "models.anomaly.build",
+    "yolov4": "models.yolov4.build",
 }
 
 

@@ -15,6 +15,7 @@ from server.settings import Settings
 # kind -> python module implementing it (with `main()`), used when no native binary applies.
 PYTHON_RUNTIMES = {
     "tensorflow": "server.runtimes.tfs_server",
+    "torchscript": "server.runtimes.torchscript_server",
 }
 
 

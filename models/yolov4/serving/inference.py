@@ -1,0 +1,87 @@
+"""YOLOv4 detection handlers: image bytes -> letterbox -> runtime -> decode, threshold, class-wise NMS.
+
+Takes application/x-image, image/jpeg or image/png (or application/json {"image": base64,
+"conf_threshold": .., "iou_threshold": ..}). Thresholds can also come as custom attributes
+(`conf_threshold=0.3,iou_threshold=0.5`). Returns [{"box": [x1, y1, x2, y2], "score", "class_id",
+"class"}] in the original image's pixels.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from yolo_boxes import detections, letterbox
+from yolo_coco import CLASSES
+
+CONFIG = json.loads(Path(__file__).with_name("config.json").read_text())
+IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
+DEFAULTS = {"conf_threshold": 0.25, "iou_threshold": 0.45}
+
+
+class BadRequest(ValueError):
+    status_code = 400
+
+
+class UnsupportedType(ValueError):
+    status_code = 415
+
+
+def _thresholds(raw: str, extra: dict) -> dict[str, float]:
+    out = dict(DEFAULTS)
+    pairs = dict(p.split("=", 1) for p in raw.split(",") if "=" in p)
+    for key in DEFAULTS:
+        value = extra.get(key, pairs.get(key))
+        if value is None:
+            continue
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            raise BadRequest(f"{key} must be a number, got {value!r}") from None
+        if not 0.0 <= out[key] <= 1.0:
+            raise BadRequest(f"{key} must be between 0 and 1, got {out[key]}")
+    return out
+
+
+def _image(data: bytes) -> Image.Image:
+    if not data:
+        raise BadRequest("the image is empty")
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise BadRequest(f"not a readable image: {exc}") from None
+    return img.convert("RGB")
+
+
+def input_handler(data, context):
+    body = data.read()
+    extra: dict = {}
+    if context.request_content_type == "application/json":
+        try:
+            request = json.loads(body)
+            body = base64.b64decode(request["image"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise BadRequest(f'send {{"image": <base64>}}: {exc}') from None
+        extra = {k: request[k] for k in DEFAULTS if k in request}
+    elif context.request_content_type not in IMAGE_TYPES:
+        raise UnsupportedType(f"yolov4 takes {', '.join(IMAGE_TYPES)} or application/json")
+    tensor, frame = letterbox(_image(body), CONFIG["input_size"])
+    context.yolo = (frame, _thresholds(context.custom_attributes, extra))
+    return {"inputs": {"input0": tensor[None]}}
+
+
+def output_handler(response, context):
+    frame, thresholds = context.yolo
+    out = response.outputs["output0"][0]
+    class_probs = out[:, 5:]
+    classes = class_probs.argmax(1)
+    scores = out[:, 4] * class_probs[np.arange(len(out)), classes]
+    found = detections(
+        out[:, :4], scores, classes, frame, CLASSES, thresholds["conf_threshold"], thresholds["iou_threshold"]
+    )
+    return json.dumps(found), "application/json"

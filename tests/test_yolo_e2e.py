@@ -1,0 +1,79 @@
+"""YOLOv4's uncompiled path end to end: traced TorchScript in model.tar.gz, served by the TorchScript runtime."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from bench.stack import start_stack
+from models.yolov4.boxes import detections, letterbox
+from models.yolov4.build import export
+from models.yolov4.coco import CLASSES
+from models.yolov4.network import build
+
+pytestmark = pytest.mark.stack
+PHOTO = Path(importlib.util.find_spec("sklearn").origin).parent / "datasets" / "images" / "china.jpg"
+SIZE = 160
+
+
+@pytest.fixture(scope="module")
+def yolo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("yolo")
+    model = build(width=0.125, size=SIZE, seed=4)
+    export(root / "model" / "yolov4", model, SIZE)
+    stack = start_stack(root / "model", root / "run")
+    yield model, stack
+    assert stack.stop() == 0
+
+
+def post(stack, body: bytes, ctype: str = "image/jpeg", attrs: str = "") -> requests.Response:
+    headers = {"Content-Type": ctype, "X-Amzn-SageMaker-Custom-Attributes": f"tfs-model-name=yolov4,{attrs}"}
+    return requests.post(stack.url + "/invocations", data=body, headers=headers, timeout=60)
+
+
+def test_artifact_is_packed_like_the_seed(tmp_path):
+    import tarfile
+
+    version = export(tmp_path / "yolov4", build(width=0.125, size=SIZE), SIZE)
+    with tarfile.open(version / "model.tar.gz") as tar:
+        assert tar.getnames() == ["model.pth"]
+    meta = json.loads((version / "compiled" / "metadata.json").read_text())
+    assert meta["runtime"] == "torchscript" and meta["inputs"] == {"input0": [1, 3, SIZE, SIZE]}
+
+
+def test_served_detections_match_the_model_in_process(yolo):
+    model, stack = yolo
+    r = post(stack, PHOTO.read_bytes(), attrs="conf_threshold=0.2,iou_threshold=0.5")
+    assert r.status_code == 200, r.text
+    served = r.json()
+    tensor, frame = letterbox(Image.open(PHOTO), SIZE)
+    with torch.no_grad():
+        out = model(torch.from_numpy(tensor[None])).numpy()[0]
+    classes = out[:, 5:].argmax(1)
+    scores = out[:, 4] * out[:, 5:][np.arange(len(out)), classes]
+    expected = detections(out[:, :4], scores, classes, frame, CLASSES, 0.2, 0.5)
+    assert len(served) == len(expected) > 0
+    for got, want in zip(served, expected, strict=True):
+        assert got["class_id"] == want["class_id"] and got["class"] == CLASSES[got["class_id"]]
+        assert got["score"] == pytest.approx(want["score"], abs=1e-3)
+        assert got["box"] == pytest.approx(want["box"], abs=0.05)
+        x1, y1, x2, y2 = got["box"]
+        assert 0 <= x1 <= x2 <= 640 and 0 <= y1 <= y2 <= 427  # china.jpg is 640x427
+
+
+def test_thresholds_and_errors(yolo):
+    _, stack = yolo
+    assert post(stack, PHOTO.read_bytes(), attrs="conf_threshold=1.0").json() == []
+    r = post(stack, PHOTO.read_bytes(), attrs="conf_threshold=high")
+    assert r.status_code == 400 and "conf_threshold must be a number" in r.json()["error"]
+    r = post(stack, b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert r.status_code == 400 and "not a readable image" in r.json()["error"]
+    r = post(stack, b"hello", ctype="text/csv")
+    assert r.status_code == 415
