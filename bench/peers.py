@@ -81,6 +81,16 @@ class Server:
 
 
 def wait_answering(url: str, body: bytes, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until the server answers 200 (then warm every worker); a server that never does is killed."""
+    try:
+        _wait_answering(url, body, proc, timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def _wait_answering(url: str, body: bytes, proc: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
