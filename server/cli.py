@@ -148,6 +148,17 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compile(args: argparse.Namespace) -> int:
+    from compiler.job import compile_model
+
+    try:
+        shape = json.loads(args.input_shape)
+        compile_model(args.model_tar, args.framework, shape, args.target, args.out, runs=args.runs)
+    except (ValueError, RuntimeError) as exc:
+        raise SystemExit(f"sagestack compile: {exc}") from None
+    return 0
+
+
 def cmd_bench_overhead(args: argparse.Namespace) -> int:
     from bench.overhead import run
 
@@ -237,6 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--content-type", default="application/json")
     iv.add_argument("--accept", default="application/json")
     iv.set_defaults(fn=cmd_invoke)
+
+    c = sub.add_parser("compile", help="Neo-style compilation of a traced model.tar.gz")
+    c.add_argument("model_tar", type=Path)
+    c.add_argument("--framework", default="pytorch")
+    c.add_argument("--input-shape", required=True, help="e.g. '{\"input0\": [1, 3, 416, 416]}'")
+    c.add_argument("--target", default="this_machine", help="ml_c5, ml_m5, ml_c6i, ... or this_machine")
+    c.add_argument("--out", type=Path, required=True, help="model base directory for the compiled model")
+    c.add_argument("--runs", type=int, default=10, help="timed runs per backend")
+    c.set_defaults(fn=cmd_compile)
 
     bench = sub.add_parser("bench", help="benchmarks; results go to build/bench/").add_subparsers(
         dest="bench", required=True

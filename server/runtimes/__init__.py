@@ -16,6 +16,7 @@ from server.settings import Settings
 PYTHON_RUNTIMES = {
     "tensorflow": "server.runtimes.tfs_server",
     "torchscript": "server.runtimes.torchscript_server",
+    "onnxruntime": "server.runtimes.onnx_server",
 }
 
 

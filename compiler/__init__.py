@@ -1,0 +1,1 @@
+"""Neo-style compilation: a traced PyTorch model -> the fastest backend that keeps its numbers."""

@@ -1,0 +1,36 @@
+"""ONNX Runtime backend: TorchScript module -> ONNX (dynamic batch) -> an optimised ORT session."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+
+def export(module, example: np.ndarray, input_name: str, out: Path) -> Path:
+    import torch
+
+    buf = io.BytesIO()
+    torch.onnx.export(
+        module,
+        (torch.from_numpy(example),),
+        buf,
+        input_names=[input_name],
+        output_names=["output0"],
+        dynamic_axes={input_name: {0: "batch"}, "output0": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    out.write_bytes(buf.getvalue())
+    return out
+
+
+def session(path: Path, threads: int = 0):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

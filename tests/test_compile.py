@@ -1,0 +1,85 @@
+"""`sagestack compile`: targets, the ONNX Runtime backend with its parity check, and compiled vs uncompiled served."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from bench.stack import start_stack
+from compiler.job import compile_model
+from compiler.targets import resolve
+from models.yolov4.build import export
+from models.yolov4.network import build
+
+PHOTO = Path(importlib.util.find_spec("sklearn").origin).parent / "datasets" / "images" / "china.jpg"
+SIZE = 96
+
+
+def test_targets():
+    assert resolve("ml_c5").arch == "skylake-avx512" and resolve("ml.c6i").arch == "icelake-server"
+    assert resolve("ml_g4dn").device == "cuda" and resolve("ml_g4dn").arch == "sm_75"
+    here = resolve("this_machine")
+    assert here.device == "cpu" and here.cores and here.arch
+    with pytest.raises(ValueError, match="unknown target 'ml_x9'"):
+        resolve("ml_x9")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compile") / "model"
+    export(root / "yolov4", build(width=0.125, size=SIZE, seed=5), SIZE)
+    meta = compile_model(
+        root / "yolov4" / "1" / "model.tar.gz", "pytorch", {"input0": [1, 3, SIZE, SIZE]}, "this_machine",
+        root / "yolov4_compiled", runs=2,
+    )  # fmt: skip
+    return root, meta
+
+
+def test_compiled_artifact_and_metadata(models):
+    root, meta = models
+    on_disk = json.loads((root / "yolov4_compiled" / "1" / "compiled" / "metadata.json").read_text())
+    assert on_disk == meta
+    assert (
+        meta["runtime"] == "onnxruntime" and (root / "yolov4_compiled" / "1" / "compiled" / meta["artifact"]).exists()
+    )
+    assert meta["parity"]["max_rel"] <= 1e-3 and meta["parity"]["max_abs"] >= 0
+    assert meta["reference_latency_ms"] > 0 and meta["latency_ms"] > 0 and meta["speedup"] > 0
+    assert meta["inputs"] == {"input0": [1, 3, SIZE, SIZE]} and meta["target"]["device"] == "cpu"
+    assert (root / "yolov4_compiled" / "code" / "inference.py").exists()  # the handlers come along
+
+
+def test_bad_jobs_are_refused(models):
+    root, _ = models
+    tar = root / "yolov4" / "1" / "model.tar.gz"
+    with pytest.raises(ValueError, match="only pytorch"):
+        compile_model(tar, "mxnet", {"input0": [1, 3, SIZE, SIZE]}, "ml_c5", root / "x")
+    with pytest.raises(ValueError, match="cuda target"):
+        compile_model(tar, "pytorch", {"input0": [1, 3, SIZE, SIZE]}, "ml_g4dn", root / "x")
+
+
+@pytest.mark.stack
+def test_compiled_and_uncompiled_serve_the_same_detections(models, tmp_path):
+    root, _ = models
+    stack = start_stack(root, tmp_path)
+    try:
+        answers = {}
+        for name in ("yolov4", "yolov4_compiled"):
+            headers = {
+                "Content-Type": "image/jpeg",
+                "X-Amzn-SageMaker-Custom-Attributes": f"tfs-model-name={name},conf_threshold=0.2",
+            }
+            r = requests.post(stack.url + "/invocations", data=PHOTO.read_bytes(), headers=headers, timeout=60)
+            assert r.status_code == 200, r.text
+            answers[name] = r.json()
+        plain, compiled = answers["yolov4"], answers["yolov4_compiled"]
+        assert len(plain) == len(compiled) > 0
+        for a, b in zip(plain, compiled, strict=True):
+            assert a["class_id"] == b["class_id"]
+            assert a["score"] == pytest.approx(b["score"], abs=1e-3)
+            assert a["box"] == pytest.approx(b["box"], abs=0.1)
+    finally:
+        assert stack.stop() == 0
