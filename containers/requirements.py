@@ -1,6 +1,7 @@
 """Print the image's pip requirements from pyproject.toml (the one place they are pinned).
 
-`python requirements.py deps [--gpu]` -> the project's dependencies (TensorFlow's CUDA wheel with --gpu);
+`python requirements.py deps [--gpu]` -> the project's dependencies; with --gpu, TensorFlow's CUDA wheel
+and the PyTorch extra (PyPI's torch is the CUDA build, right for the GPU image; the CPU image leaves it out);
 `python requirements.py no-deps` -> what is installed with --no-deps.
 """
 
@@ -13,6 +14,7 @@ if sys.argv[1] == "deps":
     deps = project["project"]["dependencies"]
     if "--gpu" in sys.argv:
         deps = [d.replace("tensorflow-cpu==", "tensorflow[and-cuda]==") for d in deps]
+        deps += project["project"]["optional-dependencies"]["pytorch"]
     print("\n".join(deps))
 else:
     print("\n".join(project["tool"]["sagestack"]["no-deps"]))

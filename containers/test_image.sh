@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the image as SageMaker does (`docker run IMAGE serve`) with MODEL_DIR mounted at /opt/ml/model:
 # /ping must turn 200, a real /invocations must answer, and SIGTERM must drain to exit code 0.
-# Usage: containers/test_image.sh [TAG] [MODEL_DIR]
+# Usage: containers/test_image.sh [TAG] [MODEL_DIR]  (MODEL_DIR/half_plus_three is mounted)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tag="${1:-sagestack:latest}"
@@ -14,7 +14,7 @@ result="$root/build/image/last-test.txt"
 podman run -d --name "$name" --network host \
   -e SAGEMAKER_BIND_TO_PORT="$port" -e SAGESTACK_BIND_ADDRESS=127.0.0.1 \
   -e SAGEMAKER_TFS_DEFAULT_MODEL_NAME=half_plus_three \
-  -v "$models:/opt/ml/model:ro" "$tag" serve >/dev/null
+  -v "$models/half_plus_three:/opt/ml/model/half_plus_three:ro" "$tag" serve >/dev/null
 trap 'podman rm -f "$name" >/dev/null 2>&1 || true' EXIT
 
 started=$(date +%s)
