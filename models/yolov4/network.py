@@ -102,36 +102,38 @@ def yolov4_cfg(classes: int = 80, width: float = 1.0, size: int = 416) -> str:
     c.conv(512, 1, act="leaky")
     c.conv(1024, 3, act="leaky")
     n5 = c.conv(512, 1, act="leaky")
-    c.conv(256, 1, act="leaky")
-    up = c.upsample()
-    c.route(p4)
-    lateral = c.conv(256, 1, act="leaky")
-    c.route(lateral, up)  # Darknet's order: the lateral branch, then the upsampled one
-    n4 = _five(c, 256)
-    c.conv(128, 1, act="leaky")
-    up = c.upsample()
-    c.route(p3)
-    lateral = c.conv(128, 1, act="leaky")
-    c.route(lateral, up)
-    n3 = _five(c, 128)
-    c.conv(256, 3, act="leaky")
-    c.head()
-    c.yolo(*HEADS[0])
-    c.route(n3)
-    down = c.conv(256, 3, 2, act="leaky")
-    c.route(down, n4)
-    n4 = _five(c, 256)
-    c.conv(512, 3, act="leaky")
-    c.head()
-    c.yolo(*HEADS[1])
-    c.route(n4)
-    down = c.conv(512, 3, 2, act="leaky")
-    c.route(down, n5)
-    _five(c, 512)
-    c.conv(1024, 3, act="leaky")
-    c.head()
-    c.yolo(*HEADS[2])
+    n4 = _up_merge(c, 256, p4)  # top-down path (PAN)
+    n3 = _up_merge(c, 128, p3)
+    _detect(c, 256, 0)  # stride 8
+    n4 = _down_merge(c, n3, 256, n4)  # bottom-up path
+    _detect(c, 512, 1)  # stride 16
+    _down_merge(c, n4, 512, n5)
+    _detect(c, 1024, 2)  # stride 32
     return c.text()
+
+
+def _up_merge(c: _Cfg, filters: int, skip: int) -> int:
+    """Upsample, merge with the backbone's lateral branch (Darknet's order: lateral first), five convs."""
+    c.conv(filters, 1, act="leaky")
+    up = c.upsample()
+    c.route(skip)
+    lateral = c.conv(filters, 1, act="leaky")
+    c.route(lateral, up)
+    return _five(c, filters)
+
+
+def _down_merge(c: _Cfg, source: int, filters: int, lateral: int) -> int:
+    """Downsample `source` with a strided conv, merge with the top-down feature, five convs."""
+    c.route(source)
+    down = c.conv(filters, 3, 2, act="leaky")
+    c.route(down, lateral)
+    return _five(c, filters)
+
+
+def _detect(c: _Cfg, filters: int, head: int) -> None:
+    c.conv(filters, 3, act="leaky")
+    c.head()
+    c.yolo(*HEADS[head])
 
 
 def _five(c: _Cfg, filters: int) -> int:
