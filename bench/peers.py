@@ -23,6 +23,7 @@ from typing import Any
 import requests
 
 from bench import loadgen
+from containers.sagemaker_sync import read_env_file
 
 VENVS = Path("build/venvs")
 SERVERS = Path(__file__).with_name("peer_servers")
@@ -147,11 +148,6 @@ def start_ours(name: str, model_dir: Path, env: dict[str, str]) -> Server:
     return Server(name, stack.url + "/invocations", V1_BODY, pkg_version("sagestack"), stop_fn=stack.stop)
 
 
-def read_env(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
-    return {k.strip(): v.strip() for k, v in pairs}
-
-
 def run(args: argparse.Namespace) -> int:
     from bench.overhead import model_dir as demo_model_dir
     from bench.stack import free_port
@@ -160,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     models = demo_model_dir(out.parent / "peers")
     version_dir = models / "half_plus_three" / "1"
-    tuned_env = read_env(args.tuned_env) if args.tuned_env.exists() else None
+    tuned_env = read_env_file(args.tuned_env) if args.tuned_env.exists() else None
     if tuned_env is None:
         log(f"{args.tuned_env} is missing: run `sagestack tune --model half_plus_three --slo-ms 50` first; "
             "measuring ours at defaults only")  # fmt: skip

@@ -12,8 +12,6 @@ import json
 import shutil
 import statistics
 import sys
-import tarfile
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from compiler import onnx_backend
+from compiler.artifact import load_traced
 from compiler.targets import resolve
 
 MAX_REL_ERROR = 1e-3
@@ -29,18 +28,6 @@ MAX_REL_ERROR = 1e-3
 
 def log(message: str) -> None:
     print(f"[compile] {message}", file=sys.stderr, flush=True)
-
-
-def load_traced(model_tar: Path):
-    import torch
-
-    with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(model_tar) as tar:
-            tar.extractall(tmp, filter="data")
-        found = sorted(Path(tmp).rglob("*.pt*"))
-        if not found:
-            raise ValueError(f"{model_tar} holds no .pth/.pt TorchScript model")
-        return torch.jit.load(str(found[0]), map_location="cpu").eval()
 
 
 def median_ms(call: Callable[[], Any], runs: int) -> float:

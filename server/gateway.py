@@ -23,7 +23,6 @@ from server.modeldir import ModelDirError, model_spec
 from server.pool import PoolUnavailable, Runtimes, UnknownModel
 from server.protos import classification_pb2, predict_pb2, regression_pb2
 from server.routes import READY, RouteTable
-from server.runtimes.rest import rest_results
 from server.settings import Settings
 from server.tensors import (
     TensorError,
@@ -215,7 +214,7 @@ class Gateway:
                 [[c.label or str(j), c.score] for j, c in enumerate(r.classes)] for r in response.result.classifications
             ]
             return {"results": rows}, {}
-        return {"results": rest_results("regress", {"outputs": _regressions(response)})}, {}
+        return {"results": [r.value for r in response.result.regressions]}, {}
 
     def _grpc(self, target: Target, call):
         try:
@@ -316,12 +315,6 @@ def _spec(spec: Any, target: Target, signature: str) -> None:
     spec.signature_name = signature
     if target.version:
         spec.version.value = target.version
-
-
-def _regressions(response: Any):
-    import numpy as np
-
-    return np.array([r.value for r in response.result.regressions], dtype=np.float32)
 
 
 def _request_dict(request: Any) -> dict[str, Any]:

@@ -162,7 +162,7 @@ def _check_shape(name: str, got: tuple[int, ...], want: tuple[int, ...]) -> None
 
 
 def _decode_b64(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"b64"}:
+    if _is_b64(value):
         return base64.b64decode(value["b64"])
     if isinstance(value, list):
         return [_decode_b64(v) for v in value]

@@ -176,9 +176,3 @@ def choose_threshold(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> f
         if (f1, margin) > best_key:
             best, best_key = float(t), (f1, margin)
     return best
-
-
-def confidence(score: float, threshold: float, spread: float) -> float:
-    """Lookout's Confidence: how sure the verdict is, 0.5 at the threshold, towards 1 far from it."""
-    z = abs(score - threshold) / max(spread, 1e-6)
-    return float(1.0 - 0.5 * np.exp(-z))

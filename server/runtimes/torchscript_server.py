@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from compiler.artifact import load_traced
 from server.protos import types_pb2
 from server.runtimes.model_server import PREDICT, Backend, Servable, serve
 from server.tensors import Signature, TensorSpec
@@ -27,18 +26,7 @@ class TorchScriptServable:
         import torch
 
         meta = json.loads((path / "compiled" / "metadata.json").read_text())
-        artifact = path / meta.get("artifact", "model.tar.gz")
-        with tempfile.TemporaryDirectory() as tmp:
-            if artifact.name.endswith(".tar.gz"):
-                with tarfile.open(artifact) as tar:
-                    tar.extractall(tmp, filter="data")
-                candidates = sorted(Path(tmp).rglob("*.pt*"))
-                if not candidates:
-                    raise FileNotFoundError(f"{artifact} holds no .pth/.pt TorchScript file")
-                module_path = candidates[0]
-            else:
-                module_path = artifact
-            self.module = torch.jit.load(str(module_path), map_location="cpu").eval()
+        self.module = load_traced(path / meta.get("artifact", "model.tar.gz"))
         self._torch = torch
         self.input_names = list(meta["inputs"])
         inputs = {

@@ -1,0 +1,22 @@
+"""The model artifact as SageMaker Neo receives it: model.tar.gz holding a traced TorchScript .pth."""
+
+from __future__ import annotations
+
+import tarfile
+import tempfile
+from pathlib import Path
+
+
+def load_traced(artifact: Path):
+    """The TorchScript module in model.tar.gz (or a bare .pt/.pth file), on CPU, in eval mode."""
+    import torch
+
+    if not artifact.name.endswith(".tar.gz"):
+        return torch.jit.load(str(artifact), map_location="cpu").eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(artifact) as tar:
+            tar.extractall(tmp, filter="data")
+        found = sorted(Path(tmp).rglob("*.pt*"))
+        if not found:
+            raise ValueError(f"{artifact} holds no .pth/.pt TorchScript model")
+        return torch.jit.load(str(found[0]), map_location="cpu").eval()
