@@ -41,7 +41,29 @@ def anomaly() -> Payload:
     return Payload(buf.getvalue(), {"Content-Type": "image/png", **_attrs("anomaly")}, "PNG 256x256 board photo")
 
 
-PAYLOADS = {"half_plus_three": half_plus_three, "credit_risk": credit_risk, "anomaly": anomaly}
+def yolov4() -> Payload:
+    import importlib.util
+    from pathlib import Path
+
+    photo = Path(importlib.util.find_spec("sklearn").origin).parent / "datasets" / "images" / "china.jpg"
+    return Payload(photo.read_bytes(), {"Content-Type": "image/jpeg", **_attrs("yolov4")}, "JPEG 640x427 photo")
+
+
+def music_transformer() -> Payload:
+    from models.music_transformer.melodies import melody
+    from models.music_transformer.tokens import write_midi
+
+    headers = {"Content-Type": "audio/midi", "X-Amzn-SageMaker-Custom-Attributes": "tfs-model-name=music_transformer"}
+    return Payload(write_midi(melody("twinkle_twinkle")), headers, "MIDI Twinkle Twinkle, 30 s extension")
+
+
+PAYLOADS = {
+    "half_plus_three": half_plus_three,
+    "credit_risk": credit_risk,
+    "anomaly": anomaly,
+    "yolov4": yolov4,
+    "music_transformer": music_transformer,
+}
 
 
 def payload(model: str) -> Payload:

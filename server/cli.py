@@ -14,6 +14,7 @@ BUILDERS = {
     "credit_risk": "models.credit_risk.build",
     "anomaly": "models.anomaly.build",
     "yolov4": "models.yolov4.build",
+    "music_transformer": "models.music_transformer.build",
 }
 
 
@@ -74,6 +75,12 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
 
     train_main([str(args.dataset), *args.extra])
     return 0
+
+
+def cmd_music(args: argparse.Namespace) -> int:
+    from models.music_transformer import commands
+
+    return commands.run(args)
 
 
 def cmd_bench_load(args: argparse.Namespace) -> int:
@@ -159,6 +166,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_music(args: argparse.Namespace) -> int:
+    from bench.music import run
+
+    return run(args)
+
+
 def cmd_bench_overhead(args: argparse.Namespace) -> int:
     from bench.overhead import run
 
@@ -207,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("extra", nargs=argparse.REMAINDER, help="--out, --reports, --roi X Y W H, --version, --fast")
     for parser in (am, at):
         parser.set_defaults(fn=cmd_anomaly)
+
+    from models.music_transformer.commands import add_parsers as add_music_parsers
+
+    add_music_parsers(sub.add_parser("music", help="DeepComposer-style melody extension"), cmd_music)
 
     t = sub.add_parser("tune", help="search the SageMaker env vars for the best TPS under a p95 SLO")
     t.add_argument("--model", required=True)
@@ -281,6 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--skip", nargs="*", default=[], choices=("kserve", "mlserver"))
     pe.add_argument("--loadgen-cpus", default="1")
     pe.set_defaults(fn=cmd_bench_peers)
+    mu = bench.add_parser("music", help="30 s melody extension: KV cache vs eager without a cache")
+    mu.add_argument("--weights", type=Path, default=Path("models/music_transformer/weights/music_transformer.pt"))
+    mu.add_argument("--runs", type=int, default=5)
+    mu.add_argument("--melody", default="twinkle_twinkle")
+    mu.add_argument("--extension-seconds", type=float, default=30.0)
+    mu.add_argument("--seed", type=int, default=0)
+    mu.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    mu.add_argument("--out", type=Path, default=Path("build/bench/music.json"))
+    mu.set_defaults(fn=cmd_bench_music)
     ld = bench.add_parser("load", help="step users against the running stack; TPS, latency, CPU, memory, knee")
     ld.add_argument("--model", required=True)
     ld.add_argument("--users", default="1,2,4,8,16,32", help="comma-separated user counts, one step each")

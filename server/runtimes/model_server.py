@@ -184,10 +184,17 @@ class ModelStore:
 
 
 def warmup(servable: Servable) -> None:
-    """Run each signature once so the first real request does not pay for tracing/allocation."""
+    """Run each signature once so the first real request does not pay for tracing/allocation.
+
+    A servable with `warmup_inputs` (signature -> inputs) supplies real requests, like TF Serving's
+    assets.extra/tf_serving_warmup_requests; other signatures get zeros of their declared shapes.
+    """
+    own = getattr(servable, "warmup_inputs", {})
     for sig in servable.signatures.values():
-        inputs = {}
+        inputs = dict(own.get(sig.name, {}))
         for name, spec in sig.inputs.items():
+            if name in inputs:
+                continue
             shape = tuple(1 if d < 0 else d for d in (spec.shape or (1,)))
             if spec.np_dtype is np.object_:
                 shape = (0, *shape[1:]) if shape else (0,)

@@ -1,0 +1,104 @@
+"""Music transformer handlers: a MIDI melody in, the melody plus its extension out.
+
+Takes audio/midi (parameters as custom attributes, `temperature=1.1,max_notes=50`) or application/json
+`{"midi": <base64>, "temperature": .., ...}`. Parameters are DeepComposer's (see music_params): a bad
+one is a 400 naming it, checked here before the runtime runs the whole generation loop in one
+Predict call. Accept: audio/midi (default), application/json (notes and tokens), image/png (a piano roll).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+import numpy as np
+from music_params import ParameterError, as_tensors, parse, parse_attributes
+from music_pianoroll import piano_roll_png
+from music_tokens import (
+    STEPS_PER_SECOND,
+    TIME_SHIFT,
+    VELOCITY,
+    MidiError,
+    Note,
+    decode,
+    describe,
+    encode,
+    read_midi,
+    write_midi,
+)
+
+MIDI_TYPES = ("audio/midi", "audio/x-midi", "audio/mid")
+RESPONSE_TYPES = ("audio/midi", "application/json", "image/png")
+
+
+class UnsupportedType(ValueError):
+    status_code = 415
+
+
+class NotAcceptable(ValueError):
+    status_code = 406
+
+
+def _request(body: bytes, context) -> tuple[bytes, dict]:
+    if context.request_content_type in MIDI_TYPES:
+        return body, parse_attributes(context.custom_attributes)
+    if context.request_content_type != "application/json":
+        raise UnsupportedType(f"the music model takes {', '.join(MIDI_TYPES)} or application/json")
+    try:
+        request = json.loads(body)
+        midi = base64.b64decode(request.pop("midi"), validate=True)
+    except (json.JSONDecodeError, AttributeError, binascii.Error, TypeError) as exc:
+        raise ParameterError(f'send {{"midi": <base64 MIDI>, ...parameters}}: {exc}') from None
+    except KeyError:
+        raise ParameterError('the JSON body needs "midi" (a base64 MIDI file)') from None
+    return midi, request
+
+
+def _accept(header: str) -> str:
+    wanted = [part.split(";")[0].strip() for part in (header or "").split(",") if part.strip()]
+    for kind in wanted:
+        if kind in RESPONSE_TYPES:
+            return kind
+        if kind in ("*/*", "audio/*"):
+            return "audio/midi"
+    if not wanted:
+        return "audio/midi"
+    raise NotAcceptable(f"Accept {header!r}: the music model answers with {', '.join(RESPONSE_TYPES)}")
+
+
+def input_handler(data, context):
+    accept = _accept(context.accept_header)
+    midi, values = _request(data.read(), context)
+    params = parse(values)
+    notes = [n for n in read_midi(midi) if n.start < params.input_duration]
+    if not notes:
+        raise MidiError(f"the melody has no notes in its first {params.input_duration} s (input_duration)")
+    tokens = encode([Note(n.start, min(n.end, params.input_duration), n.pitch, n.velocity) for n in notes])
+    context.music = (tokens, params, accept)
+    return {"inputs": {"tokens": np.asarray([tokens], dtype=np.int32), **as_tensors(params)}}
+
+
+def output_handler(response, context):
+    tokens, params, accept = context.music
+    generated = response.outputs["tokens"].reshape(-1).astype(int).tolist()
+    notes = decode(tokens + generated)
+    boundary = sum(t - TIME_SHIFT + 1 for t in tokens if TIME_SHIFT <= t < VELOCITY) / STEPS_PER_SECOND
+    given = [n for n in notes if n.start < boundary]
+    added = [n for n in notes if n.start >= boundary]
+    if accept == "image/png":
+        return piano_roll_png(given, added, f"input + {params.extension_duration:g} s extension"), "image/png"
+    if accept == "application/json":
+        as_dict = [{"start": n.start, "end": n.end, "pitch": n.pitch, "velocity": n.velocity} for n in notes]
+        return json.dumps(
+            {
+                "notes": as_dict,
+                "input_notes": len(given),
+                "added_notes": len(added),
+                "extension_starts_at": boundary,
+                "tokens": generated,
+                "events": [describe(t) for t in generated],
+                "parameters": params.as_dict(),
+            }
+        ), "application/json"
+    return write_midi(notes), "audio/midi"

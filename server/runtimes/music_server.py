@@ -1,0 +1,79 @@
+"""TF-Serving-compatible server for the music transformer: the whole generation loop runs here.
+
+A version directory holds `model.pt` (weights + config) and `compiled/metadata.json`
+(`{"runtime": "music_transformer", "artifact": "model.pt"}`). The `serving_default` signature takes
+the context tokens and the DeepComposer parameters as tensors and returns the generated tokens, so
+one Predict call extends a melody: no process boundary is crossed per token, and the KV cache
+stays in this process for the length of the call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from server.protos import types_pb2
+from server.runtimes.model_server import PREDICT, Backend, Servable, serve
+from server.tensors import Signature, TensorSpec
+
+
+def signature() -> Signature:
+    from models.music_transformer.params import FLOAT_PARAMS, INT_PARAMS
+
+    inputs = {"tokens": TensorSpec("tokens", types_pb2.DT_INT32, (1, -1))}
+    inputs["sampling"] = TensorSpec("sampling", types_pb2.DT_STRING, (1,))
+    inputs |= {n: TensorSpec(n, types_pb2.DT_FLOAT, (1,)) for n in FLOAT_PARAMS}
+    inputs |= {n: TensorSpec(n, types_pb2.DT_INT32, (1,)) for n in INT_PARAMS}
+    outputs = {"tokens": TensorSpec("tokens", types_pb2.DT_INT32, (1, -1))}
+    return Signature("serving_default", PREDICT, inputs, outputs)
+
+
+class MusicServable:
+    def __init__(self, path: Path) -> None:
+        from models.music_transformer.model import load
+
+        meta = json.loads((path / "compiled" / "metadata.json").read_text())
+        self.model = load(path / meta.get("artifact", "model.pt"))
+        self.signatures = {"serving_default": signature()}
+        self.warmup_inputs = {"serving_default": warmup_request()}
+
+    def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from models.music_transformer.generate import extend_tokens
+        from models.music_transformer.params import from_tensors
+
+        params = from_tensors(inputs)  # a ParameterError is a ValueError: INVALID_ARGUMENT, a 400 at the gateway
+        generated = extend_tokens(self.model, inputs["tokens"].reshape(-1).tolist(), params)
+        return {"tokens": np.asarray(generated, dtype=np.int32)[None, :]}
+
+
+def warmup_request() -> dict[str, np.ndarray]:
+    """A one-second extension of a C major scale: loads the kernels and sizes the cache."""
+    from models.music_transformer.params import Params, as_tensors
+    from models.music_transformer.tokens import Note, encode
+
+    scale = [Note(i * 0.25, i * 0.25 + 0.2, pitch, 80) for i, pitch in enumerate((60, 62, 64, 65, 67, 69, 71, 72))]
+    return {"tokens": np.asarray([encode(scale)], dtype=np.int32), **as_tensors(Params(extension_duration=1.0))}
+
+
+def make_backend(args: argparse.Namespace) -> Backend:
+    import torch
+
+    if args.tensorflow_intra_op_parallelism:
+        torch.set_num_threads(args.tensorflow_intra_op_parallelism)
+
+    def load(path: Path) -> Servable:
+        return MusicServable(path)
+
+    return load
+
+
+def main(argv: list[str] | None = None) -> None:
+    serve(sys.argv[1:] if argv is None else argv, make_backend)
+
+
+if __name__ == "__main__":
+    main()

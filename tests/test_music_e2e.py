@@ -1,0 +1,88 @@
+"""The music transformer through the whole stack (tiny untrained model): MIDI in, MIDI/JSON/PNG out."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import requests
+import torch
+
+from bench.stack import start_stack
+from models.music_transformer.build import export
+from models.music_transformer.melodies import melody
+from models.music_transformer.model import Config, MusicTransformer, save
+from models.music_transformer.tokens import read_midi, write_midi
+
+pytestmark = pytest.mark.stack
+TWINKLE = write_midi(melody("twinkle_twinkle"))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("music")
+    torch.manual_seed(0)
+    save(MusicTransformer(Config.tiny()), root / "tiny.pt")
+    export(root / "tiny.pt", root / "model" / "music_transformer")
+    stack = start_stack(root / "model", root / "run")
+    yield stack
+    assert stack.stop() == 0
+
+
+def post(stack, body: bytes, ctype: str = "audio/midi", attrs: str = "", accept: str = "audio/midi"):
+    headers = {"Content-Type": ctype, "Accept": accept, "X-Amzn-SageMaker-Custom-Attributes": attrs}
+    return requests.post(stack.url + "/invocations", data=body, headers=headers, timeout=120)
+
+
+def test_midi_in_midi_out_starts_with_the_input(stack):
+    r = post(stack, TWINKLE, attrs="tfs-model-name=music_transformer,extension_duration=4,seed=3")
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "audio/midi"
+    notes = read_midi(r.content)
+    given = read_midi(TWINKLE)
+    assert [(n.pitch, round(n.start, 2)) for n in notes[: len(given)]] == [(n.pitch, round(n.start, 2)) for n in given]
+    end_of_input = max(n.end for n in given)
+    added = [n for n in notes if n.start >= end_of_input - 1e-6]
+    assert added and max(n.end for n in added) <= end_of_input + 4 + 0.02
+
+
+def test_json_body_and_json_answer_are_deterministic(stack):
+    body = {"midi": base64.b64encode(TWINKLE).decode(), "extension_duration": 3, "max_notes": 6, "seed": 11}
+    first = requests.post(stack.url + "/invocations", json=body, headers={"Accept": "application/json"}, timeout=120)
+    assert first.status_code == 200, first.text
+    out = first.json()
+    assert out["input_notes"] == 14 and 0 < out["added_notes"] <= 6
+    assert len(out["tokens"]) == len(out["events"]) and out["parameters"]["seed"] == 11
+    again = requests.post(stack.url + "/invocations", json=body, headers={"Accept": "application/json"}, timeout=120)
+    assert again.json()["tokens"] == out["tokens"]
+
+
+def test_piano_roll_png(stack):
+    r = post(stack, TWINKLE, attrs="extension_duration=2", accept="image/png")
+    assert r.status_code == 200 and r.content.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "attrs", "status", "named"),
+    [
+        (b"MThd\x00\x00\x00\x06garbage", "audio/midi", "", 400, "MIDI"),
+        (b"", "audio/midi", "", 400, "empty"),
+        (write_midi([]), "audio/midi", "", 400, "no notes"),
+        (TWINKLE, "audio/midi", "temperature=0", 400, "temperature"),
+        (TWINKLE, "audio/midi", "extension_duration=45", 400, "extension_duration"),
+        (TWINKLE, "audio/midi", "max_notes=many", 400, "max_notes"),
+        (b'{"midi": "%%%"}', "application/json", "", 400, "midi"),
+        (b'{"seed": 1}', "application/json", "", 400, "midi"),
+        (b"{not json", "application/json", "", 400, "midi"),
+        (TWINKLE, "text/csv", "", 415, "audio/midi"),
+    ],
+)
+def test_bad_requests_are_named(stack, body, ctype, attrs, status, named):
+    r = post(stack, body, ctype, attrs)
+    assert r.status_code == status, r.text
+    assert named in r.json()["error"]
+
+
+def test_unacceptable_accept(stack):
+    r = post(stack, TWINKLE, accept="text/csv")
+    assert r.status_code == 406 and "audio/midi" in r.json()["error"]

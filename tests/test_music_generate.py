@@ -1,0 +1,116 @@
+"""Constrained sampling: every DeepComposer limit holds in what is generated, seeds are deterministic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.music_transformer.generate import Constraints, extend, steps
+from models.music_transformer.melodies import melody
+from models.music_transformer.model import Config, MusicTransformer
+from models.music_transformer.params import ParameterError, Params, as_tensors, from_tensors, parse
+from models.music_transformer.tokens import NOTE_OFF, NOTE_ON, TIME_SHIFT, VELOCITY, decode
+
+
+@pytest.fixture(scope="module")
+def model() -> MusicTransformer:
+    """Untrained: its choices are close to uniform, so the limits, not the model, keep the output in shape."""
+    torch.manual_seed(0)
+    return MusicTransformer(Config.tiny()).eval()
+
+
+def extension(model, **overrides):
+    p = Params(**{"extension_duration": 8.0, "temperature": 2.0, **overrides})
+    context, generated = extend(model, melody("twinkle_twinkle"), p)
+    boundary = sum(t - TIME_SHIFT + 1 for t in context if TIME_SHIFT <= t < VELOCITY) / 100
+    added = [n for n in decode(context + generated) if n.start >= boundary]
+    return p, boundary, generated, added
+
+
+def test_duration_is_never_passed(model):
+    for duration in (0.5, 3.0, 8.0):
+        _, boundary, generated, added = extension(model, extension_duration=duration)
+        elapsed = sum(t - TIME_SHIFT + 1 for t in generated if TIME_SHIFT <= t < VELOCITY)
+        assert elapsed <= steps(duration)
+        assert added and max(n.end for n in added) <= boundary + duration + 1e-9
+
+
+def test_max_notes(model):
+    for limit in (1, 5, 17):
+        _, _, generated, added = extension(model, max_notes=limit)
+        assert sum(NOTE_ON <= t < NOTE_OFF for t in generated) <= limit
+        assert len(added) <= limit
+
+
+def test_max_note_length(model):
+    for limit in (0.1, 0.5):
+        _, _, _, added = extension(model, max_note_length=limit, temperature=0.5)
+        assert added and max(n.end - n.start for n in added) <= limit + 1e-9
+
+
+def test_max_rest(model):
+    for limit in (0.0, 0.3):
+        _, boundary, _, added = extension(model, max_rest=limit, max_notes=2000)
+        sounding_until = boundary
+        for note in sorted(added):
+            assert note.start - sounding_until <= limit + 1e-9, (note, sounding_until)
+            sounding_until = max(sounding_until, note.end)
+
+
+def test_masks_follow_the_state():
+    c = Constraints(duration=100, max_rest=20, max_notes=2, max_note_length=30)
+    mask = c.allowed()
+    assert mask[TIME_SHIFT : TIME_SHIFT + 20].all() and not mask[TIME_SHIFT + 20 : VELOCITY].any()
+    assert not mask[NOTE_OFF:TIME_SHIFT].any()  # nothing sounds
+    c.push(NOTE_ON + 39)  # pitch 60
+    mask = c.allowed()
+    assert mask[NOTE_OFF + 39] and not mask[NOTE_ON + 39] and mask[TIME_SHIFT + 29] and not mask[TIME_SHIFT + 30]
+    c.push(VELOCITY + 3)
+    mask = c.allowed()
+    assert mask[NOTE_ON : NOTE_ON + 39].all() and not mask[TIME_SHIFT:].any()  # a VELOCITY is followed by a NOTE_ON
+    c.push(NOTE_ON + 40)
+    assert not c.allowed()[NOTE_ON:NOTE_OFF].any() and not c.allowed()[VELOCITY:].any()  # max_notes reached
+    c.push(NOTE_OFF + 39)
+    c.push(NOTE_OFF + 40)
+    assert c.finished()  # nothing sounds and nothing may be added
+
+
+def test_a_seed_is_deterministic(model):
+    first = extension(model, seed=7)[2]
+    assert extension(model, seed=7)[2] == first
+    assert extension(model, seed=8)[2] != first
+
+
+def test_top_k_one_is_greedy(model):
+    a = extension(model, sampling="top_k", threshold=1, seed=1)[2]
+    assert extension(model, sampling="top_k", threshold=1, seed=2)[2] == a
+
+
+def test_cached_and_uncached_agree_within_the_window(model):
+    p = Params(extension_duration=0.3, sampling="top_k", threshold=1)
+    notes = melody("ode_to_joy")[:3]
+    assert extend(model, notes, p, cached=True)[1] == extend(model, notes, p, cached=False)[1]
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"temperature": 0}, "temperature"),
+        ({"extension_duration": 31}, "extension_duration"),
+        ({"max_notes": 2.5}, "max_notes"),
+        ({"max_rest": "soon"}, "max_rest"),
+        ({"sampling": "beam"}, "sampling"),
+        ({"threshold": 1.5}, "threshold"),
+        ({"sampling": "top_k", "threshold": 0.5}, "threshold"),
+        ({"max_note_length": -1}, "max_note_length"),
+        ({"loudness": 3}, "loudness"),
+    ],
+)
+def test_bad_parameters_are_named(values, named):
+    with pytest.raises(ParameterError, match=named):
+        parse(values)
+
+
+def test_parameters_travel_as_tensors():
+    p = parse({"sampling": "top_k", "threshold": "12", "temperature": "1.25", "max_notes": "40", "seed": 3})
+    assert from_tensors(as_tensors(p)) == p
