@@ -14,16 +14,26 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from compiler import onnx_backend
+from compiler import onnx_backend, tvm_backend
 from compiler.artifact import load_traced
-from compiler.targets import resolve
+from compiler.targets import Target, resolve
 
 MAX_REL_ERROR = 1e-3
+BACKENDS = ("tvm", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """MetaSchedule trials to add this run (0: use the target's database as it is)."""
+
+    trials: int = 0
+    trials_per_task: int = 64
 
 
 def log(message: str) -> None:
@@ -45,8 +55,46 @@ def parity(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
     return {"max_abs": err, "max_rel": err / max(float(np.abs(want).max()), 1e-12)}
 
 
+def _tvm_candidate(
+    onnx_path: Path,
+    input_name: str,
+    shape: list[int],
+    tgt: Target,
+    compiled: Path,
+    example: np.ndarray,
+    reference: np.ndarray,
+    runs: int,
+    tuning: Tuning,
+    tuning_key: str,
+) -> dict[str, Any]:
+    mod = tvm_backend.import_onnx(onnx_path, input_name, shape)
+    database = tvm_backend.tuning_dir(tgt, tuning_key)
+    trials = tvm_backend.tune(mod, tgt, database, tuning.trials, tuning.trials_per_task) if tuning.trials else 0
+    library = tvm_backend.build(mod, tgt, compiled / "model.so", database)
+    tuned = (database / "database_tuning_record.json").exists()
+    record = {"backend": "tvm-metaschedule" if tuned else "tvm-untuned", "runtime": "tvm", "artifact": library.name,
+              "tuning_database": str(database) if tuned else None,
+              "tuning_trials": trials or tvm_backend.trials_done(database)}  # fmt: skip
+    if not tvm_backend.runnable_here(tgt):
+        record["error"] = f"built for {tgt.arch}, which this CPU cannot run: not verified"
+        return record
+    runner = tvm_backend.Runner(library)
+    got = runner(example)[0]
+    record["latency_ms"] = median_ms(lambda: runner(example), runs)
+    record["parity"] = parity(got, reference)
+    return record
+
+
 def compile_model(
-    model_tar: Path, framework: str, input_shape: dict[str, list[int]], target: str, out: Path, runs: int = 10
+    model_tar: Path,
+    framework: str,
+    input_shape: dict[str, list[int]],
+    target: str,
+    out: Path,
+    runs: int = 10,
+    backends: tuple[str, ...] = BACKENDS,
+    tuning: Tuning = Tuning(),
+    tuning_key: str | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -66,21 +114,30 @@ def compile_model(
         reference_ms = median_ms(lambda: module(x), runs)
     log(f"reference (TorchScript, uncompiled): {reference_ms:.1f} ms median over {runs} runs")
 
+    unknown = set(backends) - set(BACKENDS)
+    if unknown:
+        raise ValueError(f"unknown backend(s) {sorted(unknown)} (known: {', '.join(BACKENDS)})")
     version_dir = out / "1"
     shutil.rmtree(version_dir, ignore_errors=True)
     compiled = version_dir / "compiled"
     compiled.mkdir(parents=True)
+    onnx_path = compiled / "model.onnx"
+    onnx_backend.export(module, example, input_name, onnx_path)  # the interchange both backends start from
     candidates = []
-    artifact = compiled / "model.onnx"
-    try:
-        onnx_backend.export(module, example, input_name, artifact)
-        sess = onnx_backend.session(artifact)
-        got = sess.run(None, {input_name: example})[0]
-        ms = median_ms(lambda: sess.run(None, {input_name: example}), runs)
-        candidates.append({"backend": "onnxruntime", "runtime": "onnxruntime", "artifact": artifact.name,
-                           "latency_ms": ms, "parity": parity(got, reference)})  # fmt: skip
-    except Exception as exc:  # a backend that cannot build this model is a result, not a crash
-        candidates.append({"backend": "onnxruntime", "error": f"{type(exc).__name__}: {exc}"})
+    for backend in backends:
+        log(f"building {backend} for {tgt.name} ({tgt.arch})")
+        try:
+            if backend == "onnxruntime":
+                sess = onnx_backend.session(onnx_path)
+                got = sess.run(None, {input_name: example})[0]
+                ms = median_ms(lambda sess=sess: sess.run(None, {input_name: example}), runs)
+                candidates.append({"backend": "onnxruntime", "runtime": "onnxruntime", "artifact": onnx_path.name,
+                                   "latency_ms": ms, "parity": parity(got, reference)})  # fmt: skip
+            else:
+                candidates.append(_tvm_candidate(onnx_path, input_name, shape, tgt, compiled, example, reference,
+                                                 runs, tuning, tuning_key or model_tar.parent.parent.name))  # fmt: skip
+        except Exception as exc:  # a backend that cannot build this model is a result, not a crash
+            candidates.append({"backend": backend, "error": f"{type(exc).__name__}: {exc}"})
     for c in candidates:
         if "error" in c:
             log(f"{c['backend']}: failed: {c['error']}")

@@ -156,11 +156,13 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from compiler.job import compile_model
+    from compiler.job import Tuning, compile_model
 
     try:
         shape = json.loads(args.input_shape)
-        compile_model(args.model_tar, args.framework, shape, args.target, args.out, runs=args.runs)
+        backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+        tuning = Tuning(args.tune_trials, args.trials_per_task)
+        compile_model(args.model_tar, args.framework, shape, args.target, args.out, args.runs, backends, tuning)
     except (ValueError, RuntimeError) as exc:
         raise SystemExit(f"sagestack compile: {exc}") from None
     return 0
@@ -273,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", default="this_machine", help="ml_c5, ml_m5, ml_c6i, ... or this_machine")
     c.add_argument("--out", type=Path, required=True, help="model base directory for the compiled model")
     c.add_argument("--runs", type=int, default=10, help="timed runs per backend")
+    c.add_argument("--backends", default="tvm,onnxruntime", help="comma-separated candidates; the fastest passing wins")
+    c.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials to add to the target's database")
+    c.add_argument("--trials-per-task", type=int, default=64, help="MetaSchedule trials per task (this run)")
     c.set_defaults(fn=cmd_compile)
 
     bench = sub.add_parser("bench", help="benchmarks; results go to build/bench/").add_subparsers(

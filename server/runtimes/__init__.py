@@ -17,6 +17,7 @@ PYTHON_RUNTIMES = {
     "tensorflow": "server.runtimes.tfs_server",
     "torchscript": "server.runtimes.torchscript_server",
     "onnxruntime": "server.runtimes.onnx_server",
+    "tvm": "server.runtimes.tvm_server",
     "music_transformer": "server.runtimes.music_server",
 }
 

@@ -1,0 +1,158 @@
+"""TVM backend (Relax): front end -> IR passes -> (MetaSchedule) -> build -> runtime.
+
+- Front end: the traced model's ONNX export (the TorchScript artifact cannot go through
+  torch.export) imported with Relax's ONNX importer, weights bound as constants.
+- IR: inference-time decomposition (batch norm), constant folding, operator fusion (Mish's
+  exp/log/tanh fuse into one kernel with the convolution's epilogue), then TIR legalisation.
+- Tuning: MetaSchedule's tune_relax into a JSON database kept per target
+  (`compiler/tuning/<target>/`), so a later compile for the same target reuses it, as Neo ships
+  pre-tuned logs. Trials add up across runs (`progress.json`), so an interrupted tuning resumes.
+- Build: one shared library (`model.so`) run by Relax's VirtualMachine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.targets import Target
+
+TUNING_DIR = Path(__file__).parent / "tuning"
+
+
+def log(message: str) -> None:
+    print(f"[compile:tvm] {message}", file=sys.stderr, flush=True)
+
+
+def tvm_target(tgt: Target):
+    import tvm
+
+    mcpu = host_cpu() if tgt.name == "this_machine" else tgt.arch
+    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": tgt.cores or os.cpu_count() or 1})
+
+
+def host_cpu() -> str:
+    """LLVM's name for this CPU (e.g. znver3), as TVM's LLVM detects it."""
+    import tvm
+
+    return str(tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")())
+
+
+AVX512_ARCHS = ("skylake-avx512", "cascadelake", "cooperlake", "icelake-server", "sapphirerapids", "znver4")
+
+
+def runnable_here(tgt: Target) -> bool:
+    """Whether code built for tgt runs on this CPU (x86 only: AVX-512 targets need AVX-512 here)."""
+    if tgt.name == "this_machine":
+        return True
+    if tgt.arch.startswith("neoverse"):
+        return platform.machine() == "aarch64"
+    return tgt.arch not in AVX512_ARCHS or "avx512f" in cpu_flags()
+
+
+def cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def import_onnx(onnx_path: Path, input_name: str, shape: list[int]):
+    """ONNX -> Relax IRModule with the weights bound as constants and inference-only ops decomposed."""
+    import onnx
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    mod = from_onnx(onnx.load(str(onnx_path)), shape_dict={input_name: shape}, keep_params_in_input=False)
+    seq = tvm.transform.Sequential(
+        [
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.FoldConstant(),
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+        ]
+    )
+    return seq(mod)
+
+
+def tuning_dir(tgt: Target, model_key: str) -> Path:
+    return TUNING_DIR / f"{tgt.name}-{tgt.arch}" / model_key
+
+
+def trials_done(work_dir: Path) -> int:
+    progress = work_dir / "progress.json"
+    return json.loads(progress.read_text())["trials"] if progress.exists() else 0
+
+
+def tune(mod, tgt: Target, work_dir: Path, trials: int, trials_per_task: int) -> int:
+    """Add `trials` MetaSchedule trials to the database in work_dir; returns the total so far.
+
+    Builders and runners are worker processes that import TVM first (~20 s here), so their
+    timeouts are generous; MetaSchedule's progress table is printed as it goes.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    done = trials_done(work_dir)
+    log(f"MetaSchedule: {trials} more trials (database {work_dir}, {done} done before)")
+    ms.relax_integration.tune_relax(
+        mod,
+        params={},
+        target=tvm_target(tgt),
+        work_dir=str(work_dir),
+        max_trials_global=trials,
+        max_trials_per_task=trials_per_task,
+        num_trials_per_iter=min(trials_per_task, 16),
+        builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=600),
+        runner=ms.runner.LocalRunner(timeout_sec=120),
+        strategy="evolutionary",
+        seed=0,
+    )
+    done += trials
+    (work_dir / "progress.json").write_text(json.dumps({"trials": done}))
+    return done
+
+
+def build(mod, tgt: Target, out: Path, database: Path | None = None) -> Path:
+    """Apply the tuned schedules where the database has them, compile, and write model.so."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    target = tvm_target(tgt)
+    if database is not None and (database / "database_tuning_record.json").exists():
+        db = ms.database.JSONDatabase(work_dir=str(database))
+        with target, db, tvm.transform.PassContext(opt_level=3):
+            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    executable = tvm.compile(mod, target=target)
+    executable.export_library(str(out))
+    return out
+
+
+class Runner:
+    """A compiled model.so loaded into Relax's VM: numpy in, numpy out."""
+
+    def __init__(self, library: Path, threads: int = 0) -> None:
+        import tvm
+        from tvm import relax
+
+        if threads:
+            os.environ["TVM_NUM_THREADS"] = str(threads)
+        self._tvm = tvm
+        self.device = tvm.cpu()
+        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self.device)
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        out: Any = self.vm["main"](self._tvm.runtime.tensor(np.ascontiguousarray(x), self.device))
+        outs = out if not hasattr(out, "numpy") else [out]
+        return [o.numpy() for o in outs]

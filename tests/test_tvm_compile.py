@@ -1,0 +1,106 @@
+"""TVM (Relax) end to end on a small CNN: compile, parity, save, reload in a fresh process, serve."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+from torch import nn
+
+from bench.stack import start_stack
+from compiler.job import compile_model
+from models.yolov4.build import pack_model_tar
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = [1, 3, 32, 32]
+
+
+class SmallCNN(nn.Module):
+    """Convolution, batch norm and Mish (as in YOLOv4's backbone), pooling, a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Mish(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.Mish(),
+            nn.MaxPool2d(2),
+        )  # fmt: skip
+        self.head = nn.Linear(32 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tvm")
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    with torch.no_grad():
+        for m in model.modules():  # non-trivial batch-norm statistics, so folding them is tested
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+        traced = torch.jit.trace(model, torch.rand(*SHAPE))
+    source = root / "model" / "cnn" / "1"
+    (source / "compiled").mkdir(parents=True)
+    tar = pack_model_tar(traced, source / "model.tar.gz")
+    meta = {"runtime": "torchscript", "artifact": "model.tar.gz", "inputs": {"input0": SHAPE}, "outputs": ["output0"]}
+    (source / "compiled" / "metadata.json").write_text(json.dumps(meta))
+    out = root / "model" / "cnn_tvm"
+    meta = compile_model(tar, "pytorch", {"input0": SHAPE}, "this_machine", out, runs=2, backends=("tvm",),
+                         tuning_key="test-small-cnn")  # fmt: skip
+    return root, model, meta
+
+
+def test_tvm_compiles_with_parity(compiled):
+    root, _, meta = compiled
+    assert meta["runtime"] == "tvm" and meta["backend"] == "tvm-untuned"
+    assert meta["parity"]["max_rel"] <= 1e-3
+    assert (root / "model" / "cnn_tvm" / "1" / "compiled" / "model.so").stat().st_size > 0
+
+
+def test_library_reloads_in_a_fresh_process(compiled, tmp_path):
+    root, model, _ = compiled
+    x = np.random.default_rng(3).random(SHAPE, dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    library = root / "model" / "cnn_tvm" / "1" / "compiled" / "model.so"
+    code = (
+        "import sys, numpy as np\n"
+        "from compiler.tvm_backend import Runner\n"
+        "out = Runner(sys.argv[1])(np.load(sys.argv[2]))[0]\n"
+        "np.save(sys.argv[3], out)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(library), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.stack
+def test_tvm_runtime_serves_beside_torchscript(compiled, tmp_path):
+    root, model, _ = compiled
+    x = np.random.default_rng(4).random(SHAPE, dtype=np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    stack = start_stack(root / "model", tmp_path)
+    try:
+        for name in ("cnn", "cnn_tvm"):
+            r = requests.post(
+                stack.url + "/invocations",
+                json={"instances": x.tolist()},
+                headers={"X-Amzn-SageMaker-Custom-Attributes": f"tfs-model-name={name}"},
+                timeout=60,
+            )
+            assert r.status_code == 200, r.text
+            np.testing.assert_allclose(np.asarray(r.json()["predictions"]), want, rtol=1e-4, atol=1e-4)
+    finally:
+        assert stack.stop() == 0
