@@ -20,6 +20,7 @@ from server.settings import Settings
 
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+SERVED_BY = "X-Sagestack-Model"
 log = logging.getLogger("sagestack.app")
 
 
@@ -66,6 +67,7 @@ class Invocations:
         req.context.in_flight = True
         body = read_body(req, settings.max_payload_bytes)
         resp.data, resp.content_type = self.gateway.invoke(target, body, req.content_type, req.get_header("Accept"))
+        resp.set_header(SERVED_BY, target.model)  # which model (or variant) answered
 
 
 class Models:

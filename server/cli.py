@@ -168,6 +168,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_latency(args: argparse.Namespace) -> int:
+    from bench.latency import run
+
+    return run(args)
+
+
 def cmd_bench_music(args: argparse.Namespace) -> int:
     from bench.music import run
 
@@ -303,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--skip", nargs="*", default=[], choices=("kserve", "mlserver"))
     pe.add_argument("--loadgen-cpus", default="1")
     pe.set_defaults(fn=cmd_bench_peers)
+    la = bench.add_parser("latency", help="compiled vs uncompiled variants of one endpoint, sequential, interleaved")
+    la.add_argument("--model", default="yolov4")
+    la.add_argument("--iters", type=int, default=1000)
+    la.add_argument("--warmup", type=int, default=100)
+    la.add_argument("--model-dir", type=Path, default=Path("build/model"), help="holds <model> and <model>_compiled")
+    la.add_argument("--url", help="use this running stack instead of starting one")
+    la.add_argument("--loadgen-cpus", default="1", help="CPUs for the client; '' for any")
+    la.add_argument("--out", type=Path, default=Path("build/bench/latency.json"))
+    la.set_defaults(fn=cmd_bench_latency)
     mu = bench.add_parser("music", help="30 s melody extension: KV cache vs eager without a cache")
     mu.add_argument("--weights", type=Path, default=Path("models/music_transformer/weights/music_transformer.pt"))
     mu.add_argument("--runs", type=int, default=5)

@@ -36,6 +36,7 @@ from server.tensors import (
 
 log = logging.getLogger("sagestack.gateway")
 METHODS = ("predict", "classify", "regress")
+COMPILED_SUFFIX = "_compiled"  # <name>_compiled is the compiled variant of <name>
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _GRPC_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -83,6 +84,7 @@ class Gateway:
         name = model or attrs.get("tfs-model-name") or table.default_model
         if name is None:
             raise not_found("no model is loaded; name one with tfs-model-name or load one with POST /models")
+        name = self._variant(name, attrs.get("compiled"), table)
         route = table.models.get(name)
         if route is None:
             if model is not None and table.multi_model:
@@ -99,6 +101,22 @@ class Gateway:
         if method not in METHODS:
             raise bad_request(f"tfs-method '{method}' must be one of {', '.join(METHODS)}")
         return Target(name, version, method, raw_attributes or "")
+
+    def _variant(self, name: str, compiled: str | None, table: RouteTable) -> str:
+        """A model with a compiled twin (`<name>_compiled`) is one endpoint with two variants.
+
+        COMPILEDMODEL picks the one a request for `<name>` gets; the custom attribute
+        `compiled=true|false` picks per request, so one endpoint can be measured A/B.
+        """
+        base = name.removesuffix(COMPILED_SUFFIX)
+        twin = base + COMPILED_SUFFIX
+        if compiled is None:
+            return twin if name == base and twin in table.models and self.settings.compiled_model else name
+        if compiled.lower() not in ("true", "false"):
+            raise bad_request(f"custom attribute compiled={compiled!r} must be true or false")
+        if twin not in table.models or base not in table.models:
+            raise not_found(f"model '{base}' has no compiled and uncompiled variants (compiled={compiled})")
+        return twin if compiled.lower() == "true" else base
 
     def _load_on_demand(self, name: str):
         """MME: a target model that sits in the model directory is loaded on first use, as SageMaker does."""

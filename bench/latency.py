@@ -1,0 +1,131 @@
+"""`sagestack bench latency`: the seed's measurement, compiled vs uncompiled, through the whole stack.
+
+One endpoint serves both variants of the model (`<model>` and `<model>_compiled`); the loop sends a
+real photo sequentially, alternating `compiled=false` / `compiled=true` request by request, so both
+see the same machine state. Warm-up requests are not recorded. The client runs pinned to the CPUs
+in --loadgen-cpus where it can (the server uses all of them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.payloads import payload
+from bench.stack import start_stack
+
+VARIANTS = {"uncompiled": "false", "compiled": "true"}
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def backend_of(model_dir: Path) -> str:
+    metas = sorted(model_dir.glob("*/compiled/metadata.json"))
+    if not metas:
+        return "tensorflow"
+    meta = json.loads(metas[-1].read_text())
+    return meta.get("backend", meta["runtime"])
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in (args.model, f"{args.model}_compiled"):
+        if not (args.model_dir / name).is_dir():
+            raise SystemExit(f"bench latency: {args.model_dir / name} is missing (build and compile it first)")
+    body = payload(args.model)
+    stack = None
+    url = args.url
+    if url is None:
+        run_dir = Path(tempfile.mkdtemp(prefix="sagestack-latency-"))
+        stack = start_stack(args.model_dir, run_dir, SAGEMAKER_TFS_DEFAULT_MODEL_NAME=args.model)
+        url = stack.url
+    if args.loadgen_cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.loadgen_cpus.split(",")})
+    session = requests.Session()
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    errors = dict.fromkeys(VARIANTS, 0)
+    try:
+        for i in range(args.warmup + args.iters):
+            for name, flag in VARIANTS.items():
+                headers = dict(body.headers)
+                headers["X-Amzn-SageMaker-Custom-Attributes"] = f"tfs-model-name={args.model},compiled={flag}"
+                started = time.perf_counter()
+                r = session.post(url + "/invocations", data=body.body, headers=headers, timeout=300)
+                took = (time.perf_counter() - started) * 1e3
+                if r.status_code != 200:
+                    errors[name] += 1
+                elif i >= args.warmup:
+                    times[name].append(took)
+            if (i + 1) % max(1, (args.warmup + args.iters) // 20) == 0:
+                done = {n: f"{statistics.median(t):.0f} ms" for n, t in times.items() if t}
+                print(f"[bench latency] {i + 1}/{args.warmup + args.iters} medians {done}", file=sys.stderr)
+    finally:
+        if stack is not None:
+            stack.stop()
+    report = summarize(times, errors, args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    plot(report, times, args.out.with_suffix(".png"))
+    print(json.dumps({"speedup": report["speedup"]} | {n: v["mean_ms"] for n, v in report["variants"].items()}))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+def summarize(times: dict[str, list[float]], errors: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
+    backends = {"uncompiled": backend_of(args.model_dir / args.model),
+                "compiled": backend_of(args.model_dir / f"{args.model}_compiled")}  # fmt: skip
+    variants = {}
+    for name, values in times.items():
+        ordered = sorted(values) or [float("nan")]
+        variants[name] = {
+            "mean_ms": round(statistics.fmean(ordered), 2),
+            "p50_ms": round(percentile(ordered, 50), 2),
+            "p95_ms": round(percentile(ordered, 95), 2),
+            "p99_ms": round(percentile(ordered, 99), 2),
+            "backend": backends[name],
+            "n": len(values),
+            "errors": errors[name],
+        }
+    plain, fast = variants["uncompiled"], variants["compiled"]
+    return {
+        "model": args.model,
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "method": "sequential requests through nginx, variants alternated request by request",
+        "variants": variants,
+        "speedup": {
+            "mean": round(plain["mean_ms"] / fast["mean_ms"], 3),
+            "p95": round(plain["p95_ms"] / fast["p95_ms"], 3),
+        },
+    }
+
+
+def plot(report: dict[str, Any], times: dict[str, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, values in times.items():
+        v = report["variants"][name]
+        ax.hist(values, bins=40, alpha=0.6, label=f"{name} ({v['backend']}): mean {v['mean_ms']:.0f} ms, "
+                f"p95 {v['p95_ms']:.0f} ms")  # fmt: skip
+    ax.set_xlabel("latency (ms), whole stack, sequential")
+    ax.set_ylabel("requests")
+    s = report["speedup"]
+    ax.set_title(f"{report['model']}: compiled vs uncompiled, speedup mean {s['mean']}x, p95 {s['p95']}x")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
