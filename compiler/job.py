@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from compiler import onnx_backend, tvm_backend
+from compiler import onnx_backend, openvino_backend, tvm_backend
 from compiler.artifact import load_traced
 from compiler.targets import Target, resolve
 
 MAX_REL_ERROR = 1e-3
-BACKENDS = ("tvm", "onnxruntime")
+BACKENDS = ("tvm", "onnxruntime", "openvino")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,20 @@ def parity(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
     return {"max_abs": err, "max_rel": err / max(float(np.abs(want).max()), 1e-12)}
 
 
+def _runner_candidate(
+    backend: str, onnx_path: Path, compiled: Path, example: np.ndarray, reference: np.ndarray, runs: int
+) -> dict[str, Any]:
+    """ONNX Runtime runs the ONNX export itself; OpenVINO converts it to its IR first."""
+    if backend == "openvino":
+        artifact = openvino_backend.convert(onnx_path, compiled / "model.xml")
+        runner = openvino_backend.Runner(artifact)
+    else:
+        artifact, runner = onnx_path, onnx_backend.Runner(onnx_path)
+    got = runner(example)[0]
+    return {"backend": backend, "runtime": backend, "artifact": artifact.name,
+            "latency_ms": median_ms(lambda: runner(example), runs), "parity": parity(got, reference)}  # fmt: skip
+
+
 def _tvm_candidate(
     onnx_path: Path,
     input_name: str,
@@ -78,7 +92,7 @@ def _tvm_candidate(
     if not tvm_backend.runnable_here(tgt):
         record["error"] = f"built for {tgt.arch}, which this CPU cannot run: not verified"
         return record
-    runner = tvm_backend.Runner(library)
+    runner = tvm_backend.Runner(library)  # the same interface as the other backends' runners
     got = runner(example)[0]
     record["latency_ms"] = median_ms(lambda: runner(example), runs)
     record["parity"] = parity(got, reference)
@@ -127,12 +141,8 @@ def compile_model(
     for backend in backends:
         log(f"building {backend} for {tgt.name} ({tgt.arch})")
         try:
-            if backend == "onnxruntime":
-                sess = onnx_backend.session(onnx_path)
-                got = sess.run(None, {input_name: example})[0]
-                ms = median_ms(lambda sess=sess: sess.run(None, {input_name: example}), runs)
-                candidates.append({"backend": "onnxruntime", "runtime": "onnxruntime", "artifact": onnx_path.name,
-                                   "latency_ms": ms, "parity": parity(got, reference)})  # fmt: skip
+            if backend in ("onnxruntime", "openvino"):
+                candidates.append(_runner_candidate(backend, onnx_path, compiled, example, reference, runs))
             else:
                 candidates.append(_tvm_candidate(onnx_path, input_name, shape, tgt, compiled, example, reference,
                                                  runs, tuning, tuning_key or model_tar.parent.parent.name))  # fmt: skip

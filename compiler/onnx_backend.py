@@ -34,3 +34,14 @@ def session(path: Path, threads: int = 0):
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class Runner:
+    """The compiler backends' common interface: Runner(artifact, threads)(x) -> outputs in order."""
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        self.session = session(path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: x})

@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", default="this_machine", help="ml_c5, ml_m5, ml_c6i, ... or this_machine")
     c.add_argument("--out", type=Path, required=True, help="model base directory for the compiled model")
     c.add_argument("--runs", type=int, default=10, help="timed runs per backend")
-    c.add_argument("--backends", default="tvm,onnxruntime", help="comma-separated candidates; the fastest passing wins")
+    c.add_argument("--backends", default="tvm,onnxruntime,openvino", help="candidates; the fastest passing wins")
     c.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials to add to the target's database")
     c.add_argument("--trials-per-task", type=int, default=64, help="MetaSchedule trials per task (this run)")
     c.set_defaults(fn=cmd_compile)

@@ -28,6 +28,7 @@ def add_parsers(parser: argparse.ArgumentParser, fn: Callable[[argparse.Namespac
     t.add_argument("--out", type=Path, default=Path("build/music"), help="checkpoints and train.json")
     t.add_argument("--export", type=Path, default=DEFAULT_WEIGHTS, help="where the best model is written")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--device", default="auto", help="auto (a GPU where there is one), cpu, cuda")
     e = sub.add_parser("evaluate", help="validation/test NLL of the shipped model -> metrics.json")
     e.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     e.add_argument("--out", type=Path, default=DEFAULT_METRICS)

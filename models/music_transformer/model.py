@@ -131,7 +131,8 @@ def nll(
     logits, _ = model(batch[:, :-1])
     targets = batch[:, 1:]
     if score_from is not None:
-        context = torch.arange(targets.shape[1])[None, :] < score_from[:, None]
+        positions = torch.arange(targets.shape[1], device=targets.device)
+        context = positions[None, :] < score_from[:, None].to(targets.device)
         targets = targets.masked_fill(context, PAD)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=PAD, reduction="sum")
     return loss, int((targets != PAD).sum())
@@ -140,7 +141,7 @@ def nll(
 def save(model: MusicTransformer, path: Path, extra: dict | None = None) -> None:
     """Weights + config in one file (torch.save of plain tensors and a dict)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items() if k != "head.weight"}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k != "head.weight"}
     torch.save({"config": asdict(model.cfg), "state": state, **(extra or {})}, path)
 
 

@@ -60,8 +60,9 @@ def evaluate_stream(model: MusicTransformer, tokens: torch.Tensor, batch: int = 
     rows = rows.clone()
     rows[:, 1:][rows[:, 1:] == START] = PAD  # <S> marks piece boundaries; it is not a musical event
     total, count = 0.0, 0
+    device = next(model.parameters()).device
     for i in range(0, len(rows), batch):
-        loss, n = nll(model, rows[i : i + batch], score_from[i : i + batch])
+        loss, n = nll(model, rows[i : i + batch].to(device), score_from[i : i + batch])
         total, count = total + float(loss), count + n
     return total / max(count, 1), count
 
@@ -70,6 +71,13 @@ def split_pieces(limit: int | None, seed: int) -> dict[str, list[list]]:
     chorales = data.load_chorales(limit=limit)
     parts = data.split(list(chorales), seed=seed)
     return {k: [chorales[n] for n in names] for k, names in parts.items()}
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto`: the GPU where one is lent, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -86,23 +94,25 @@ def train(args: argparse.Namespace) -> dict:
     cfg = Config.tiny() if args.config == "tiny" else Config()
     pieces = split_pieces(args.limit, args.seed)
     rng = random.Random(args.seed)
-    model = MusicTransformer(cfg)
+    device = pick_device(args.device)
+    model = MusicTransformer(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     ckpt_path = args.out / "checkpoint.pt"
     step, best_val, history = 0, float("inf"), []
     if args.resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location=device)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         step, best_val, history = ckpt["step"], ckpt["best_val"], ckpt["history"]
         rng.setstate(ckpt["rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
         print(f"[music] resumed at step {step} (best val NLL {best_val:.4f})", file=sys.stderr)
     val_stream = stream(pieces["validation"])
     train_tokens = stream(pieces["train"], rng)
     print(
         f"[music] {len(pieces['train'])}/{len(pieces['validation'])}/{len(pieces['test'])} chorales, "
-        f"~{len(train_tokens)} train tokens an epoch, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params",
+        f"~{len(train_tokens)} train tokens an epoch, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params"
+        f" on {device}",
         file=sys.stderr,
     )
     started, tokens_seen, length = time.monotonic(), 0, cfg.max_len
@@ -113,7 +123,7 @@ def train(args: argparse.Namespace) -> dict:
             train_tokens = stream(pieces["train"], rng)
             next_augmentation += len(train_tokens)
         offsets = [rng.randrange(0, max(1, len(train_tokens) - length - 1)) for _ in range(args.batch)]
-        batch = torch.stack([train_tokens[o : o + length + 1] for o in offsets])
+        batch = torch.stack([train_tokens[o : o + length + 1] for o in offsets]).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         loss, n = nll(model, batch)

@@ -16,8 +16,9 @@ from server.settings import Settings
 PYTHON_RUNTIMES = {
     "tensorflow": "server.runtimes.tfs_server",
     "torchscript": "server.runtimes.torchscript_server",
-    "onnxruntime": "server.runtimes.onnx_server",
-    "tvm": "server.runtimes.tvm_server",
+    "onnxruntime": "server.runtimes.compiled_server",
+    "tvm": "server.runtimes.compiled_server",
+    "openvino": "server.runtimes.compiled_server",
     "music_transformer": "server.runtimes.music_server",
 }
 

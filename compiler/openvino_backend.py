@@ -1,0 +1,30 @@
+"""OpenVINO backend: the ONNX export compiled for the CPU plugin (latency hint, one stream)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def convert(onnx_path: Path, out: Path) -> Path:
+    """ONNX -> OpenVINO IR (model.xml + model.bin), which loads without the ONNX front end."""
+    import openvino as ov
+
+    ov.save_model(ov.convert_model(str(onnx_path)), str(out))
+    return out
+
+
+class Runner:
+    def __init__(self, model_xml: Path, threads: int = 0) -> None:
+        import openvino as ov
+
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = ov.Core().compile_model(str(model_xml), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        results = self.request.infer([np.ascontiguousarray(x, dtype=np.float32)])
+        return [results[out] for out in self.compiled.outputs]
