@@ -43,9 +43,10 @@ def test_compiled_artifact_and_metadata(models):
     root, meta = models
     on_disk = json.loads((root / "yolov4_compiled" / "1" / "compiled" / "metadata.json").read_text())
     assert on_disk == meta
-    assert meta["runtime"] in ("onnxruntime", "tvm")
+    assert meta["runtime"] in ("onnxruntime", "tvm", "openvino")
     assert (root / "yolov4_compiled" / "1" / "compiled" / meta["artifact"]).exists()
-    assert {c["backend"].split("-")[0] for c in meta["candidates"]} == {"tvm", "onnxruntime"}
+    assert {c["backend"].split("-")[0] for c in meta["candidates"]} == {"tvm", "onnxruntime", "openvino"}
+    assert all("error" not in c for c in meta["candidates"]), meta["candidates"]
     assert meta["parity"]["max_rel"] <= 1e-3 and meta["parity"]["max_abs"] >= 0
     assert meta["reference_latency_ms"] > 0 and meta["latency_ms"] > 0 and meta["speedup"] > 0
     assert meta["inputs"] == {"input0": [1, 3, SIZE, SIZE]} and meta["target"]["device"] == "cpu"

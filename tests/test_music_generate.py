@@ -64,7 +64,10 @@ def test_masks_follow_the_state():
     assert not mask[NOTE_OFF:TIME_SHIFT].any()  # nothing sounds
     c.push(NOTE_ON + 39)  # pitch 60
     mask = c.allowed()
-    assert mask[NOTE_OFF + 39] and not mask[NOTE_ON + 39] and mask[TIME_SHIFT + 29] and not mask[TIME_SHIFT + 30]
+    assert not mask[NOTE_OFF + 39] and not mask[NOTE_ON + 39]  # no zero-length note, no double strike
+    c.push(TIME_SHIFT + 4)  # 50 ms
+    mask = c.allowed()
+    assert mask[NOTE_OFF + 39] and mask[TIME_SHIFT + 24] and not mask[TIME_SHIFT + 25]  # 300 ms at most in all
     c.push(VELOCITY + 3)
     mask = c.allowed()
     assert mask[NOTE_ON : NOTE_ON + 39].all() and not mask[TIME_SHIFT:].any()  # a VELOCITY is followed by a NOTE_ON
@@ -73,6 +76,19 @@ def test_masks_follow_the_state():
     c.push(NOTE_OFF + 39)
     c.push(NOTE_OFF + 40)
     assert c.finished()  # nothing sounds and nothing may be added
+
+
+def test_max_polyphony(model):
+    for limit in (1, 3):
+        _, _, generated, _ = extension(model, max_polyphony=limit, max_notes=2000)
+        sounding, most = set(), 0
+        for t in generated:
+            if NOTE_ON <= t < NOTE_OFF:
+                sounding.add(t - NOTE_ON)
+            elif NOTE_OFF <= t < TIME_SHIFT:
+                sounding.discard(t - NOTE_OFF)
+            most = max(most, len(sounding))
+        assert most == limit  # reached (the untrained model piles notes up) and never passed
 
 
 def test_a_seed_is_deterministic(model):

@@ -60,6 +60,7 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extension-duration", type=float, default=d.extension_duration, help="seconds added (<= 30)")
     p.add_argument("--max-rest", type=float, default=d.max_rest, help="longest rest, seconds")
     p.add_argument("--max-notes", type=int, default=d.max_notes, help="notes the extension may add")
+    p.add_argument("--max-polyphony", type=int, default=d.max_polyphony, help="notes sounding at once")
     p.add_argument("--max-note-length", type=float, default=d.max_note_length, help="seconds")
     p.add_argument("--seed", type=int, default=d.seed)
 

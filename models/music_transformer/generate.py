@@ -3,8 +3,10 @@
 DeepComposer's limits are enforced while sampling, by masking every token that would break one:
 - a TIME_SHIFT may not pass the extension's end, stretch a sounding note past max_note_length, or
   (with nothing sounding) make a rest longer than max_rest;
-- NOTE_ON (and VELOCITY, which must be followed by one) stops once max_notes notes were added;
-- NOTE_OFF only for a sounding pitch, NOTE_ON only for a silent one; never <PAD> or <S>.
+- NOTE_ON (and VELOCITY, which must be followed by one) stops once max_notes notes were added, and
+  while max_polyphony notes sound;
+- NOTE_OFF only for a pitch sounding since an earlier step, NOTE_ON only for a silent one; never
+  <PAD> or <S>.
 The extension ends when its duration is used up, or when nothing is sounding and no note may be added;
 notes still sounding then are closed there.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models.music_transformer.model import KVCache, MusicTransformer
+from models.music_transformer.model import MusicTransformer
 from models.music_transformer.params import Params
 from models.music_transformer.tokens import (
     MAX_PITCH,
@@ -48,6 +50,7 @@ class Constraints:
     max_rest: int
     max_notes: int
     max_note_length: int
+    max_polyphony: int = 6
     now: int = 0
     silent_since: int = 0
     notes_added: int = 0
@@ -56,7 +59,8 @@ class Constraints:
 
     @classmethod
     def of(cls, p: Params) -> Constraints:
-        return cls(steps(p.extension_duration), steps(p.max_rest), p.max_notes, max(1, steps(p.max_note_length)))
+        note_length = max(1, steps(p.max_note_length))
+        return cls(steps(p.extension_duration), steps(p.max_rest), p.max_notes, note_length, p.max_polyphony)
 
     def longest_shift(self) -> int:
         limit = min(N_SHIFTS, self.duration - self.now)
@@ -69,6 +73,7 @@ class Constraints:
     def allowed(self) -> torch.Tensor:
         mask = torch.zeros(VOCAB_SIZE, dtype=torch.bool)
         may_add = self.notes_added < self.max_notes and self.now < self.duration
+        may_add = may_add and len(self.sounding) < self.max_polyphony
         if may_add:
             mask[NOTE_ON : NOTE_ON + MAX_PITCH - MIN_PITCH + 1] = True
             for pitch in self.sounding:
@@ -77,8 +82,8 @@ class Constraints:
             return mask
         if may_add:
             mask[VELOCITY:VOCAB_SIZE] = True
-        for pitch in self.sounding:
-            mask[NOTE_OFF + pitch - MIN_PITCH] = True
+        for pitch, start in self.sounding.items():
+            mask[NOTE_OFF + pitch - MIN_PITCH] = start < self.now  # a note lasts at least one step
         shift = self.longest_shift()
         if shift > 0:
             mask[TIME_SHIFT : TIME_SHIFT + shift] = True
@@ -149,17 +154,25 @@ def _generate(context: list[int], p: Params, first: torch.Tensor, step: Step) ->
 
 @torch.inference_mode()
 def extend_tokens(model: MusicTransformer, context: list[int], p: Params) -> list[int]:
-    """Generated tokens after context, with a sliding KV cache: one position of work per new token."""
+    """Generated tokens after context, with a KV cache: one position of work per new token.
+
+    When the cache holds a full training window, it is rebuilt from the newest half of the tokens,
+    starting again at position 0. Training windows start anywhere in a piece, so the model is at home
+    with that; merely dropping the oldest keys would take away the first position every window had
+    in training (the "attention sink"), and generation degrades soon after.
+    """
     window = model.cfg.max_len
     context = context[-window:] if context else [START]
     logits, cache = model(torch.tensor([context]))
     state: dict = {"cache": cache, "pos": len(context)}
 
-    def step(_: list[int], token: int) -> torch.Tensor:
-        cache: KVCache = state["cache"]
-        if cache[0][0].shape[2] >= window:
-            cache = [(k[:, :, 1 - window :], v[:, :, 1 - window :]) for k, v in cache]
-        logits, state["cache"] = model(torch.tensor([[token]]), state["pos"], cache)
+    def step(tokens: list[int], token: int) -> torch.Tensor:
+        if state["pos"] >= window:
+            keep = tokens[-(window // 2) :]
+            logits, state["cache"] = model(torch.tensor([keep]))
+            state["pos"] = len(keep)
+            return logits[0, -1]
+        logits, state["cache"] = model(torch.tensor([[token]]), state["pos"], state["cache"])
         state["pos"] += 1
         return logits[0, -1]
 

@@ -12,7 +12,7 @@ import numpy as np
 
 SAMPLING = ("nucleus", "top_k")
 FLOAT_PARAMS = ("threshold", "temperature", "input_duration", "extension_duration", "max_rest", "max_note_length")
-INT_PARAMS = ("max_notes", "seed")
+INT_PARAMS = ("max_notes", "max_polyphony", "seed")
 MAX_EXTENSION_SECONDS = 30.0
 
 
@@ -30,6 +30,7 @@ class Params:
     max_rest: float = 2.0  # longest silence the extension may contain, seconds
     max_notes: int = 400  # notes the extension may add
     max_note_length: float = 2.0  # seconds
+    max_polyphony: int = 6  # notes sounding at once (ours: the chorales have 4 voices)
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -44,6 +45,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "max_rest": (0.0, 10.0),
     "max_notes": (1, 2000),
     "max_note_length": (0.01, 10.0),
+    "max_polyphony": (1, 16),
     "seed": (0, 2**31 - 1),
 }
 
