@@ -45,9 +45,12 @@ def run(args: argparse.Namespace) -> int:
     body = payload(args.model)
     stack = None
     url = args.url
-    if url is None:
-        run_dir = Path(tempfile.mkdtemp(prefix="sagestack-latency-"))
-        stack = start_stack(args.model_dir, run_dir, SAGEMAKER_TFS_DEFAULT_MODEL_NAME=args.model)
+    if url is None:  # a stack serving just the two variants (links into the model directory)
+        work = Path(tempfile.mkdtemp(prefix="sagestack-latency-"))
+        for name in (args.model, f"{args.model}_compiled"):
+            (work / "model").mkdir(exist_ok=True)
+            (work / "model" / name).symlink_to((args.model_dir / name).resolve())
+        stack = start_stack(work / "model", work / "run", SAGEMAKER_TFS_DEFAULT_MODEL_NAME=args.model)
         url = stack.url
     if args.loadgen_cpus:
         os.sched_setaffinity(0, {int(c) for c in args.loadgen_cpus.split(",")})

@@ -70,7 +70,7 @@ def _runner_candidate(
 
 
 def _tvm_candidate(
-    onnx_path: Path,
+    module: Any,
     input_name: str,
     shape: list[int],
     tgt: Target,
@@ -81,7 +81,10 @@ def _tvm_candidate(
     tuning: Tuning,
     tuning_key: str,
 ) -> dict[str, Any]:
-    mod = tvm_backend.import_onnx(onnx_path, input_name, shape)
+    static_onnx = compiled / "model.static.onnx"  # Relax's importer needs every shape known
+    onnx_backend.export(module, example, input_name, static_onnx, dynamic_batch=False)
+    mod = tvm_backend.import_onnx(static_onnx, input_name, shape)
+    static_onnx.unlink()
     database = tvm_backend.tuning_dir(tgt, tuning_key)
     trials = tvm_backend.tune(mod, tgt, database, tuning.trials, tuning.trials_per_task) if tuning.trials else 0
     library = tvm_backend.build(mod, tgt, compiled / "model.so", database)
@@ -144,7 +147,7 @@ def compile_model(
             if backend in ("onnxruntime", "openvino"):
                 candidates.append(_runner_candidate(backend, onnx_path, compiled, example, reference, runs))
             else:
-                candidates.append(_tvm_candidate(onnx_path, input_name, shape, tgt, compiled, example, reference,
+                candidates.append(_tvm_candidate(module, input_name, shape, tgt, compiled, example, reference,
                                                  runs, tuning, tuning_key or model_tar.parent.parent.name))  # fmt: skip
         except Exception as exc:  # a backend that cannot build this model is a result, not a crash
             candidates.append({"backend": backend, "error": f"{type(exc).__name__}: {exc}"})

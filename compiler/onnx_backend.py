@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 
-def export(module, example: np.ndarray, input_name: str, out: Path) -> Path:
+def export(module, example: np.ndarray, input_name: str, out: Path, dynamic_batch: bool = True) -> Path:
+    """TorchScript -> ONNX; a dynamic batch axis unless asked for the example's static shape (TVM wants that)."""
     import torch
 
     buf = io.BytesIO()
@@ -18,7 +19,7 @@ def export(module, example: np.ndarray, input_name: str, out: Path) -> Path:
         buf,
         input_names=[input_name],
         output_names=["output0"],
-        dynamic_axes={input_name: {0: "batch"}, "output0": {0: "batch"}},
+        dynamic_axes={input_name: {0: "batch"}, "output0": {0: "batch"}} if dynamic_batch else None,
         opset_version=17,
         dynamo=False,
     )

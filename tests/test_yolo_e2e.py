@@ -58,8 +58,8 @@ def test_served_detections_match_the_model_in_process(yolo):
         out = model(torch.from_numpy(tensor[None])).numpy()[0]
     classes = out[:, 5:].argmax(1)
     scores = out[:, 4] * out[:, 5:][np.arange(len(out)), classes]
-    expected = detections(out[:, :4], scores, classes, frame, CLASSES, 0.2, 0.5)
-    assert len(served) == len(expected) > 0
+    expected = detections(out[:, :4], scores, classes, frame, CLASSES, 0.2, 0.5, max_detections=100)
+    assert len(served) == len(expected) > 0  # the random model proposes ~1000; 100 is the default cap
     for got, want in zip(served, expected, strict=True):
         assert got["class_id"] == want["class_id"] and got["class"] == CLASSES[got["class_id"]]
         assert got["score"] == pytest.approx(want["score"], abs=1e-3)
@@ -71,6 +71,9 @@ def test_served_detections_match_the_model_in_process(yolo):
 def test_thresholds_and_errors(yolo):
     _, stack = yolo
     assert post(stack, PHOTO.read_bytes(), attrs="conf_threshold=1.0").json() == []
+    assert len(post(stack, PHOTO.read_bytes(), attrs="conf_threshold=0.2,max_detections=5").json()) == 5
+    r = post(stack, PHOTO.read_bytes(), attrs="max_detections=0")
+    assert r.status_code == 400 and "max_detections must be between 1 and 10647" in r.json()["error"]
     r = post(stack, PHOTO.read_bytes(), attrs="conf_threshold=high")
     assert r.status_code == 400 and "conf_threshold must be a number" in r.json()["error"]
     r = post(stack, b"\xff\xd8\xff\xe0 not really a jpeg")

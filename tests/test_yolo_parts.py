@@ -46,6 +46,8 @@ def test_nms_hand_made_cases():
     classes = np.array([0, 0, 1, 0, 0])
     assert nms(boxes, scores, classes, 0.45).tolist() == [0, 2, 3, 4]
     assert nms(boxes, scores, classes, 0.3).tolist() == [0, 2, 3]  # 1/3 > 0.3 now suppresses 4
+    assert nms(boxes, scores, classes, 0.45, max_detections=2).tolist() == [0, 2]  # the best two survivors
+    assert nms(boxes[:0], scores[:0], classes[:0]).tolist() == []
 
 
 def test_detections_threshold_map_and_shape():

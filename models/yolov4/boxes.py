@@ -57,17 +57,31 @@ def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-12)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float = 0.45) -> np.ndarray:
-    """Indices kept by class-wise greedy NMS, highest score first."""
+def nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    iou_threshold: float = 0.45,
+    max_detections: int | None = None,
+) -> np.ndarray:
+    """Indices kept by class-wise greedy NMS, highest score first, at most max_detections of them.
+
+    All classes go through one greedy pass in score order, with each class's boxes shifted to a
+    region of their own so boxes of different classes never overlap; that is class-wise NMS, and it
+    can stop as soon as max_detections boxes are kept.
+    """
+    if not len(boxes):
+        return np.zeros(0, dtype=np.int64)
+    span = float(np.abs(boxes).max()) * 2 + 1
+    shifted = boxes + (classes.astype(np.float64) * span)[:, None]
+    order = np.argsort(-scores, kind="stable")
     keep: list[int] = []
-    for cls in np.unique(classes):
-        idx = np.flatnonzero(classes == cls)
-        idx = idx[np.argsort(-scores[idx], kind="stable")]
-        while len(idx):
-            best, rest = idx[0], idx[1:]
-            keep.append(int(best))
-            idx = rest[iou(boxes[best], boxes[rest]) <= iou_threshold]
-    return np.array(sorted(keep, key=lambda i: -scores[i]), dtype=np.int64)
+    limit = max_detections or len(order)
+    while len(order) and len(keep) < limit:
+        best, rest = order[0], order[1:]
+        keep.append(int(best))
+        order = rest[iou(shifted[best], shifted[rest]) <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
 
 
 def detections(
@@ -78,10 +92,11 @@ def detections(
     names: tuple[str, ...],
     conf_threshold: float = 0.25,
     iou_threshold: float = 0.45,
+    max_detections: int | None = None,
 ) -> list[dict]:
     """Threshold, NMS, map to the original image: [{"box": [x1,y1,x2,y2], "score", "class_id", "class"}]."""
     confident = np.flatnonzero(scores >= conf_threshold)
-    kept = confident[nms(boxes[confident], scores[confident], classes[confident], iou_threshold)]
+    kept = confident[nms(boxes[confident], scores[confident], classes[confident], iou_threshold, max_detections)]
     mapped = frame.to_original(boxes[kept]) if len(kept) else np.zeros((0, 4))
     return [
         {

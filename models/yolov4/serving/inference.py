@@ -1,9 +1,10 @@
 """YOLOv4 detection handlers: image bytes -> letterbox -> runtime -> decode, threshold, class-wise NMS.
 
 Takes application/x-image, image/jpeg or image/png (or application/json {"image": base64,
-"conf_threshold": .., "iou_threshold": ..}). Thresholds can also come as custom attributes
-(`conf_threshold=0.3,iou_threshold=0.5`). Returns [{"box": [x1, y1, x2, y2], "score", "class_id",
-"class"}] in the original image's pixels.
+"conf_threshold": .., "iou_threshold": .., "max_detections": ..}). These can also come as custom
+attributes (`conf_threshold=0.3,iou_threshold=0.5,max_detections=50`). Returns at most
+max_detections (default 100, as torchvision's detectors) [{"box": [x1, y1, x2, y2], "score",
+"class_id", "class"}], best first, in the original image's pixels.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from yolo_coco import CLASSES
 
 CONFIG = json.loads(Path(__file__).with_name("config.json").read_text())
 IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
-DEFAULTS = {"conf_threshold": 0.25, "iou_threshold": 0.45}
+DEFAULTS = {"conf_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100}
+MAX_BOXES = 10647  # what YOLOv4-416's three heads propose
 
 
 class BadRequest(ValueError):
@@ -42,8 +44,10 @@ def _thresholds(raw: str, extra: dict) -> dict[str, float]:
             out[key] = float(value)
         except (TypeError, ValueError):
             raise BadRequest(f"{key} must be a number, got {value!r}") from None
-        if not 0.0 <= out[key] <= 1.0:
-            raise BadRequest(f"{key} must be between 0 and 1, got {out[key]}")
+        low, high = (1, MAX_BOXES) if key == "max_detections" else (0.0, 1.0)
+        if not low <= out[key] <= high or (key == "max_detections" and not out[key].is_integer()):
+            raise BadRequest(f"{key} must be between {low} and {high}, got {value}")
+    out["max_detections"] = int(out["max_detections"])
     return out
 
 
@@ -81,7 +85,5 @@ def output_handler(response, context):
     class_probs = out[:, 5:]
     classes = class_probs.argmax(1)
     scores = out[:, 4] * class_probs[np.arange(len(out)), classes]
-    found = detections(
-        out[:, :4], scores, classes, frame, CLASSES, thresholds["conf_threshold"], thresholds["iou_threshold"]
-    )
+    found = detections(out[:, :4], scores, classes, frame, CLASSES, **thresholds)
     return json.dumps(found), "application/json"
