@@ -32,6 +32,8 @@ models: setup
 	@[ -d $(MODEL_DIR)/credit_risk/1 ] || $(BIN)/sagestack build credit_risk --out $(MODEL_DIR)/credit_risk
 	@[ -d $(MODEL_DIR)/anomaly/1 ] || $(BIN)/sagestack build anomaly --out $(MODEL_DIR)/anomaly
 	@[ -d $(MODEL_DIR)/yolov4/1 ] || $(BIN)/sagestack build yolov4 --out $(MODEL_DIR)/yolov4
+	@[ -d $(MODEL_DIR)/yolov4_compiled/1 ] || $(BIN)/sagestack compile $(MODEL_DIR)/yolov4/1/model.tar.gz --framework pytorch \
+	  --input-shape '{"input0":[1,3,416,416]}' --target this_machine --backends openvino,onnxruntime --runs 3 --out $(MODEL_DIR)/yolov4_compiled
 	@[ -d $(MODEL_DIR)/music_transformer/1 ] || $(BIN)/sagestack build music_transformer --out $(MODEL_DIR)/music_transformer
 
 # ENV_FILE=build/tune/<model>.env serves with a tuned configuration (from `sagestack tune`).
