@@ -30,10 +30,11 @@ BACKENDS = ("tvm", "onnxruntime", "openvino")
 
 @dataclass(frozen=True)
 class Tuning:
-    """MetaSchedule trials to add this run (0: use the target's database as it is)."""
+    """MetaSchedule trials to add this run (0: use the target's database as it is; use_database=False: ignore it)."""
 
     trials: int = 0
     trials_per_task: int = 64
+    use_database: bool = True
 
 
 def log(message: str) -> None:
@@ -59,13 +60,15 @@ def _runner_candidate(
     backend: str, onnx_path: Path, compiled: Path, example: np.ndarray, reference: np.ndarray, runs: int
 ) -> dict[str, Any]:
     """ONNX Runtime runs the ONNX export itself; OpenVINO converts it to its IR first."""
+    started = time.perf_counter()
     if backend == "openvino":
         artifact = openvino_backend.convert(onnx_path, compiled / "model.xml")
         runner = openvino_backend.Runner(artifact)
     else:
         artifact, runner = onnx_path, onnx_backend.Runner(onnx_path)
+    compile_s = round(time.perf_counter() - started, 1)
     got = runner(example)[0]
-    return {"backend": backend, "runtime": backend, "artifact": artifact.name,
+    return {"backend": backend, "runtime": backend, "artifact": artifact.name, "compile_s": compile_s,
             "latency_ms": median_ms(lambda: runner(example), runs), "parity": parity(got, reference)}  # fmt: skip
 
 
@@ -81,17 +84,21 @@ def _tvm_candidate(
     tuning: Tuning,
     tuning_key: str,
 ) -> dict[str, Any]:
+    started = time.perf_counter()
     static_onnx = compiled / "model.static.onnx"  # Relax's importer needs every shape known
     onnx_backend.export(module, example, input_name, static_onnx, dynamic_batch=False)
     mod = tvm_backend.import_onnx(static_onnx, input_name, shape)
     static_onnx.unlink()
-    database = tvm_backend.tuning_dir(tgt, tuning_key)
-    trials = tvm_backend.tune(mod, tgt, database, tuning.trials, tuning.trials_per_task) if tuning.trials else 0
+    database = tvm_backend.tuning_dir(tgt, tuning_key) if tuning.use_database else None
+    trials = 0
+    if database is not None and tuning.trials:
+        trials = tvm_backend.tune(mod, tgt, database, tuning.trials, tuning.trials_per_task)
     library = tvm_backend.build(mod, tgt, compiled / "model.so", database)
-    tuned = (database / "database_tuning_record.json").exists()
+    tuned = database is not None and (database / "database_tuning_record.json").exists()
     record = {"backend": "tvm-metaschedule" if tuned else "tvm-untuned", "runtime": "tvm", "artifact": library.name,
+              "compile_s": round(time.perf_counter() - started, 1),
               "tuning_database": str(database) if tuned else None,
-              "tuning_trials": trials or tvm_backend.trials_done(database)}  # fmt: skip
+              "tuning_trials": trials or (tvm_backend.trials_done(database) if tuned else 0)}  # fmt: skip
     if not tvm_backend.runnable_here(tgt):
         record["error"] = f"built for {tgt.arch}, which this CPU cannot run: not verified"
         return record

@@ -168,6 +168,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_compile(args: argparse.Namespace) -> int:
+    from bench.compile import run
+
+    return run(args)
+
+
 def cmd_bench_latency(args: argparse.Namespace) -> int:
     from bench.latency import run
 
@@ -309,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--skip", nargs="*", default=[], choices=("kserve", "mlserver"))
     pe.add_argument("--loadgen-cpus", default="1")
     pe.set_defaults(fn=cmd_bench_peers)
+    bc = bench.add_parser("compile", help="eager, TorchScript, ONNX Runtime, TVM, OpenVINO on standard CNNs")
+    bc.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet50", "resnet152", "unet"])
+    bc.add_argument("--target", default="this_machine")
+    bc.add_argument("--runs", type=int, default=5)
+    bc.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials for the TVM-tuned column")
+    bc.add_argument("--trials-per-task", type=int, default=16)
+    bc.add_argument("--out", type=Path, default=Path("build/bench/compile.json"))
+    bc.set_defaults(fn=cmd_bench_compile)
     la = bench.add_parser("latency", help="compiled vs uncompiled variants of one endpoint, sequential, interleaved")
     la.add_argument("--model", default="yolov4")
     la.add_argument("--iters", type=int, default=1000)
