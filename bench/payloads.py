@@ -53,8 +53,9 @@ def music_transformer() -> Payload:
     from models.music_transformer.melodies import melody
     from models.music_transformer.tokens import write_midi
 
-    headers = {"Content-Type": "audio/midi", "X-Amzn-SageMaker-Custom-Attributes": "tfs-model-name=music_transformer"}
-    return Payload(write_midi(melody("twinkle_twinkle")), headers, "MIDI Twinkle Twinkle, 30 s extension")
+    attrs = "tfs-model-name=music_transformer,extension_duration=10"
+    headers = {"Content-Type": "audio/midi", "X-Amzn-SageMaker-Custom-Attributes": attrs}
+    return Payload(write_midi(melody("twinkle_twinkle")), headers, "MIDI Twinkle Twinkle, 10 s extension")
 
 
 PAYLOADS = {
