@@ -22,7 +22,7 @@ import numpy as np
 
 from compiler import onnx_backend, openvino_backend, tvm_backend
 from compiler.artifact import load_traced
-from compiler.targets import Target, resolve
+from compiler.targets import Target, resolve, runnable_here
 
 MAX_REL_ERROR = 1e-3
 BACKENDS = ("tvm", "onnxruntime", "openvino")
@@ -99,7 +99,7 @@ def _tvm_candidate(
               "compile_s": round(time.perf_counter() - started, 1),
               "tuning_database": str(database) if tuned else None,
               "tuning_trials": trials or (tvm_backend.trials_done(database) if tuned else 0)}  # fmt: skip
-    if not tvm_backend.runnable_here(tgt):
+    if not runnable_here(tgt):
         record["error"] = f"built for {tgt.arch}, which this CPU cannot run: not verified"
         return record
     runner = tvm_backend.Runner(library)  # the same interface as the other backends' runners

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,15 +34,30 @@ TARGETS = {
 }
 
 
+AVX512_ARCHS = ("skylake-avx512", "cascadelake", "cooperlake", "icelake-server", "sapphirerapids", "znver4")
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def runnable_here(tgt: Target) -> bool:
+    """Whether code built for tgt runs on this CPU (x86 only: AVX-512 targets need AVX-512 here)."""
+    if tgt.name == "this_machine":
+        return True
+    if tgt.arch.startswith("neoverse"):
+        return platform.machine() == "aarch64"
+    return tgt.arch not in AVX512_ARCHS or "avx512f" in cpu_flags()
+
+
 def this_machine() -> Target:
     """The CPU here, by its features (LLVM's own detection needs TVM; /proc/cpuinfo does not)."""
-    flags: set[str] = set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
+    flags = cpu_flags()
     if {"avx512_vnni", "avx512bw"} <= flags:
         arch = "cascadelake" if "avx512_bf16" not in flags else "cooperlake"
     elif "avx512f" in flags:

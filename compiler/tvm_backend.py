@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,25 +41,6 @@ def host_cpu() -> str:
     import tvm
 
     return str(tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")())
-
-
-AVX512_ARCHS = ("skylake-avx512", "cascadelake", "cooperlake", "icelake-server", "sapphirerapids", "znver4")
-
-
-def runnable_here(tgt: Target) -> bool:
-    """Whether code built for tgt runs on this CPU (x86 only: AVX-512 targets need AVX-512 here)."""
-    if tgt.name == "this_machine":
-        return True
-    if tgt.arch.startswith("neoverse"):
-        return platform.machine() == "aarch64"
-    return tgt.arch not in AVX512_ARCHS or "avx512f" in cpu_flags()
-
-
-def cpu_flags() -> set[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def import_onnx(onnx_path: Path, input_name: str, shape: list[int]):
