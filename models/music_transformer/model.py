@@ -8,7 +8,6 @@ KV cache: dropping the oldest cached keys changes nothing for the ones kept.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -152,8 +151,3 @@ def load(path: Path) -> MusicTransformer:
     if unexpected or set(missing) != {"head.weight"}:  # the head is tied to the embedding, so it is not stored
         raise ValueError(f"{path}: weights do not fit the config (missing {missing}, unexpected {unexpected})")
     return model.eval()
-
-
-def describe(model: MusicTransformer) -> str:
-    n = sum(p.numel() for p in model.parameters())
-    return f"{n / 1e6:.2f}M parameters, {json.dumps(asdict(model.cfg))}"
