@@ -20,14 +20,11 @@ from typing import Any
 
 import requests
 
+from bench.loadgen import percentile
 from bench.payloads import payload
 from bench.stack import start_stack
 
 VARIANTS = {"uncompiled": "false", "compiled": "true"}
-
-
-def percentile(ordered: list[float], p: float) -> float:
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def backend_of(model_dir: Path) -> str:

@@ -139,17 +139,18 @@ def concurrent_futures(start_call: Callable[[], Any], seconds: float, concurrenc
     return summarize(latencies, seconds) | {"connections": concurrency, "load_avg": load_average()}
 
 
+def percentile(ordered: list[float], p: float) -> float:
+    """The p-th percentile of sorted values (nearest rank)."""
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
 def summarize(latencies_ms: list[float], seconds: float) -> dict[str, Any]:
     ordered = sorted(latencies_ms)
-
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
     return {
         "rps": len(ordered) / seconds,
-        "p50_ms": pct(50),
-        "p90_ms": pct(90),
-        "p99_ms": pct(99),
+        "p50_ms": percentile(ordered, 50),
+        "p90_ms": percentile(ordered, 90),
+        "p99_ms": percentile(ordered, 99),
         "mean_ms": statistics.fmean(ordered),
         "n": len(ordered),
     }
