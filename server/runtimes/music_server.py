@@ -18,6 +18,7 @@ import numpy as np
 
 from server.protos import types_pb2
 from server.runtimes.model_server import PREDICT, Backend, Servable, serve
+from server.runtimes.torchscript_server import set_torch_threads
 from server.tensors import Signature, TensorSpec
 
 
@@ -60,10 +61,7 @@ def warmup_request() -> dict[str, np.ndarray]:
 
 
 def make_backend(args: argparse.Namespace) -> Backend:
-    import torch
-
-    if args.tensorflow_intra_op_parallelism:
-        torch.set_num_threads(args.tensorflow_intra_op_parallelism)
+    set_torch_threads(args)
 
     def load(path: Path) -> Servable:
         return MusicServable(path)

@@ -45,13 +45,18 @@ class TorchScriptServable:
         return {f"output{i}": o.numpy() for i, o in enumerate(outs)}
 
 
-def make_backend(args: argparse.Namespace) -> Backend:
+def set_torch_threads(args: argparse.Namespace) -> None:
+    """The intra/inter-op pool sizes from tensorflow_model_server's flags, for every PyTorch runtime."""
     import torch
 
     if args.tensorflow_intra_op_parallelism:
         torch.set_num_threads(args.tensorflow_intra_op_parallelism)
     if args.tensorflow_inter_op_parallelism:
         torch.set_num_interop_threads(args.tensorflow_inter_op_parallelism)
+
+
+def make_backend(args: argparse.Namespace) -> Backend:
+    set_torch_threads(args)
 
     def load(path: Path) -> Servable:
         return TorchScriptServable(path)
