@@ -63,7 +63,7 @@ class Invocations:
         model = name or req.get_header(TARGET_MODEL)
         target = self.gateway.target(req.get_header(CUSTOM_ATTRIBUTES), model)
         req.context.model = target.model
-        metrics.IN_FLIGHT.labels(target.model).inc()
+        metrics.in_flight(target.model).inc()
         req.context.in_flight = True
         body = read_body(req, settings.max_payload_bytes)
         resp.data, resp.content_type = self.gateway.invoke(target, body, req.content_type, req.get_header("Accept"))
@@ -128,7 +128,7 @@ class RequestMetrics:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
         if req.context.in_flight:
-            metrics.IN_FLIGHT.labels(req.context.model).dec()
+            metrics.in_flight(req.context.model).dec()
         route = req.uri_template or "unmatched"
         if route == "/metrics":
             return

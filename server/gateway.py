@@ -17,7 +17,8 @@ from typing import Any
 
 import grpc
 
-from server import codecs, control, handlers
+from server import codecs, control, handlers, metrics
+from server.coalesce import Coalescer, batch_key
 from server.errors import ApiError, bad_request, not_found
 from server.modeldir import ModelDirError, model_spec
 from server.pool import PoolUnavailable, Runtimes, UnknownModel
@@ -73,6 +74,7 @@ class Gateway:
         self.runtimes = Runtimes(settings.routes_file)
         self.timeout = float(settings.gunicorn_timeout)
         self._handlers: dict[tuple[str, str | None], handlers.ModelHandlers | None] = {}
+        self.coalescer = Coalescer(settings.gateway_batch_size, metrics.observe_batch)
 
     # ---- routing -----------------------------------------------------------------------------
     def table(self) -> RouteTable:
@@ -85,7 +87,7 @@ class Gateway:
         if name is None:
             raise not_found("no model is loaded; name one with tfs-model-name or load one with POST /models")
         name = self._variant(name, attrs.get("compiled"), table)
-        route = table.models.get(name)
+        route = table.models.get(name) or self.runtimes.table(fresh=True).models.get(name)
         if route is None:
             if model is not None and table.multi_model:
                 route = self._load_on_demand(model)
@@ -208,14 +210,21 @@ class Gateway:
         return sig
 
     def predict_arrays(self, target: Target, arrays: dict[str, Any], signature: str) -> dict[str, Any]:
-        request = predict_pb2.PredictRequest()
-        _spec(request.model_spec, target, signature)
+        """One Predict over gRPC, joined with concurrent requests for the same model (server.coalesce)."""
         sig = self.signature(target, signature)
-        for key, value in arrays.items():
-            spec = sig.inputs.get(key)
-            request.inputs[key].CopyFrom(to_proto(value, spec.dtype if spec else None))
-        response = self._grpc(target, lambda: self.runtimes.pool(target.model).call("Predict", request, self.timeout))
-        return {k: from_proto(v) for k, v in response.outputs.items()}
+        pool = self._grpc(target, lambda: self.runtimes.pool(target.model))
+
+        def call(inputs: dict[str, Any]) -> dict[str, Any]:
+            request = predict_pb2.PredictRequest()
+            _spec(request.model_spec, target, sig.name)
+            for key, value in inputs.items():
+                spec = sig.inputs.get(key)
+                request.inputs[key].CopyFrom(to_proto(value, spec.dtype if spec else None))
+            response = self._grpc(target, lambda: pool.call("Predict", request, self.timeout))
+            return {k: from_proto(v) for k, v in response.outputs.items()}
+
+        key = batch_key(target.model, target.version, sig, arrays)
+        return self.coalescer.run(key, arrays, len(pool.instances), call)
 
     def _classify_or_regress(self, target: Target, method: str, request: dict[str, Any]):
         if "examples" not in request:
@@ -298,12 +307,14 @@ class Gateway:
         )
         if status != 200:
             raise ApiError(status, payload.get("error", f"loading model '{name}' failed"))
+        self.runtimes.table(fresh=True)
         return payload
 
     def unload_model(self, name: str) -> dict[str, Any]:
         status, payload = control.request(self.settings.control_socket, "DELETE", f"/models/{name}")
         if status != 200:
             raise ApiError(status, payload.get("error", f"unloading model '{name}' failed"))
+        self.runtimes.table(fresh=True)
         return payload
 
     def describe(self, name: str) -> dict[str, Any]:

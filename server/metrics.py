@@ -7,6 +7,7 @@ at scrape time.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from prometheus_client import (
@@ -30,14 +31,45 @@ LATENCY = Histogram(
     ["model", "route"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+BATCH = Histogram(
+    "sagestack_runtime_call_requests",
+    "Requests carried by one gateway -> runtime Predict call (gateway batching, SAGESTACK_GATEWAY_BATCH_SIZE)",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 IN_FLIGHT = Gauge("sagestack_in_flight_requests", "Requests being answered", ["model"], multiprocess_mode="livesum")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+@functools.cache
+def _requests(model: str, route: str, code: int) -> Counter:
+    return REQUESTS.labels(model, route, str(code))
+
+
+@functools.cache
+def _latency(model: str, route: str) -> Histogram:
+    return LATENCY.labels(model, route)
+
+
+@functools.cache
+def in_flight(model: str) -> Gauge:
+    """The in-flight gauge of one model (labelled children are cached: labels() costs per call)."""
+    return IN_FLIGHT.labels(model)
+
+
+@functools.cache
+def _batch(model: str) -> Histogram:
+    return BATCH.labels(model)
+
+
+def observe_batch(key: tuple, requests: int) -> None:
+    _batch(key[0]).observe(requests)
+
+
 def observe(model: str, route: str, code: int, seconds: float) -> None:
-    REQUESTS.labels(model, route, str(code)).inc()
-    LATENCY.labels(model, route).observe(seconds)
+    _requests(model, route, code).inc()
+    _latency(model, route).observe(seconds)
 
 
 class PoolCollector:

@@ -128,8 +128,8 @@ class Runtimes:
         self._table = None
         self._metadata: dict[tuple[str, int], VersionSignatures] = {}
 
-    def table(self):
-        table = self.reader.table()
+    def table(self, fresh: bool = False):
+        table = self.reader.table(fresh)
         if table is not self._table:
             for name in list(self.pools):
                 if name not in table.models:

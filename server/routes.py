@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -60,14 +61,24 @@ class RouteTable:
 
 
 class RouteReader:
-    """A gateway worker's view of the table, refreshed when the file's mtime changes."""
+    """A gateway worker's view of the table, refreshed when the file's mtime changes.
 
-    def __init__(self, path: Path) -> None:
+    The file is looked at no more than every `max_age` seconds (a request asks several times;
+    a stat each time was a measurable share of a trivial request), unless `fresh` is asked for.
+    """
+
+    def __init__(self, path: Path, max_age: float = 0.02) -> None:
         self.path = path
+        self.max_age = max_age
         self._stamp: int | None = None
+        self._checked = -1.0
         self._table = RouteTable()
 
-    def table(self) -> RouteTable:
+    def table(self, fresh: bool = False) -> RouteTable:
+        now = time.monotonic()
+        if not fresh and now - self._checked < self.max_age:
+            return self._table
+        self._checked = now
         try:
             stamp = self.path.stat().st_mtime_ns
         except FileNotFoundError:

@@ -54,6 +54,7 @@ class Settings:
     model_dir: Path
     run_dir: Path
     compiled_model: bool
+    gateway_batch_size: int
 
     @property
     def max_payload_bytes(self) -> int:
@@ -123,6 +124,7 @@ class Settings:
             model_dir=e.path("SAGESTACK_MODEL_DIR", _default_model_dir()),
             run_dir=e.path("SAGESTACK_RUN_DIR", Path("/tmp/sagestack")),
             compiled_model=e.boolean("COMPILEDMODEL", True),
+            gateway_batch_size=e.integer("SAGESTACK_GATEWAY_BATCH_SIZE", 32, lo=1, hi=4096),
         )
 
 

@@ -203,6 +203,32 @@ def request_to_arrays(body: Mapping[str, Any], sig: Signature) -> tuple[dict[str
     raise TensorError("a predict request needs 'instances' or 'inputs'")
 
 
+def batch_rows(inputs: Mapping[str, np.ndarray]) -> int | None:
+    """The shared leading dimension of a request's inputs, or None when they have none (not batchable)."""
+    sizes = {a.shape[0] if a.ndim else -1 for a in inputs.values()}
+    if len(sizes) != 1 or -1 in sizes:
+        return None
+    return sizes.pop()
+
+
+def join_batch(requests: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Several requests' inputs as one request, joined along axis 0."""
+    return {k: np.concatenate([r[k] for r in requests]) for k in requests[0]}
+
+
+def split_batch(outputs: Mapping[str, np.ndarray], sizes: list[int]) -> list[dict[str, np.ndarray]]:
+    """A joined request's outputs, cut back into one result per request (inverse of join_batch)."""
+    total = sum(sizes)
+    for key, value in outputs.items():
+        if value.ndim == 0 or value.shape[0] != total:
+            raise TensorError(f"output '{key}' does not keep the batch dimension; it cannot be split")
+    out, offset = [], 0
+    for size in sizes:
+        out.append({k: v[offset : offset + size] for k, v in outputs.items()})
+        offset += size
+    return out
+
+
 def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"b64"}
 
@@ -270,10 +296,13 @@ __all__ = [
     "Signature",
     "TensorError",
     "TensorSpec",
+    "batch_rows",
     "columnar",
     "examples_to_protos",
     "from_proto",
+    "join_batch",
     "predictions",
     "request_to_arrays",
+    "split_batch",
     "to_proto",
 ]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from server.tensors import TensorError
+from server.tensors import TensorError, batch_rows, join_batch, split_batch
 
 if TYPE_CHECKING:
     from server.runtimes.model_server import Servable
@@ -29,10 +29,10 @@ class Batching:
         self.queues: dict[tuple[int, str], list[_Pending]] = {}
 
     def run(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        sizes = {len(a) if a.ndim else -1 for a in inputs.values()}
-        if len(sizes) != 1 or -1 in sizes:
+        rows = batch_rows(inputs)
+        if rows is None:
             return servable.run(signature, inputs)  # not batchable: no shared leading dimension
-        job = _Pending(inputs, sizes.pop())
+        job = _Pending(inputs, rows)
         key = (id(servable), signature)
         with self.lock:
             queue = self.queues.setdefault(key, [])
@@ -55,12 +55,9 @@ class Batching:
         for start in range(0, len(batch), self.max_batch_size):
             chunk = batch[start : start + self.max_batch_size]
             try:
-                joined = {k: np.concatenate([j.inputs[k] for j in chunk]) for k in chunk[0].inputs}
-                out = servable.run(signature, joined)
-                offset = 0
-                for job in chunk:
-                    job.result = {k: v[offset : offset + job.size] for k, v in out.items()}
-                    offset += job.size
+                out = servable.run(signature, join_batch([j.inputs for j in chunk]))
+                for job, part in zip(chunk, split_batch(out, [j.size for j in chunk]), strict=True):
+                    job.result = part
             except Exception as exc:
                 for job in chunk:
                     job.error = exc
