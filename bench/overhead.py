@@ -91,11 +91,12 @@ def run(args: argparse.Namespace) -> int:
     models = model_dir(work)
     env = {
         "SAGEMAKER_GUNICORN_WORKERS": str(args.workers),
+        "SAGEMAKER_GUNICORN_WORKER_CLASS": args.worker_class,
         "SAGEMAKER_TFS_INSTANCE_COUNT": str(args.instances),
         "SAGESTACK_NGINX_WORKERS": "1",
         "SAGEMAKER_GUNICORN_LOGLEVEL": "warning",
     }
-    log(f"starting the stack ({args.workers} gunicorn workers, {args.instances} runtime instances)")
+    log(f"starting the stack ({args.workers} {args.worker_class} gunicorn workers, {args.instances} runtime instances)")
     stack = start_stack(models, Path(tempfile.mkdtemp(prefix="sagestack-bench-")), **env)
     kserve = None
     try:
@@ -164,6 +165,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "settings": {
             "gunicorn_workers": args.workers,
+            "gunicorn_worker_class": args.worker_class,
             "runtime_instances": args.instances,
             "kserve_workers": args.workers,
             "connections": c,

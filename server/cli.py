@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from server.settings import Settings, SettingsError
+from server.settings import WORKER_CLASSES, Settings, SettingsError
 
 BUILDERS = {
     "half_plus_three": "models.half_plus_three.build",
@@ -302,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each variant")
     o.add_argument("--workers", type=int, default=2, help="gunicorn workers (and KServe workers)")
     o.add_argument("--instances", type=int, default=1, help="runtime instances")
+    o.add_argument("--worker-class", default="gevent", choices=WORKER_CLASSES, help="gunicorn worker class")
     o.add_argument("--loadgen-cpus", default="1", help="CPUs for the load generators (taskset); '' for any")
     o.add_argument("--no-kserve", action="store_true", help="skip the KServe peer")
     o.set_defaults(fn=cmd_bench_overhead)

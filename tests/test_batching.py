@@ -39,9 +39,16 @@ def test_concurrent_requests_are_batched_and_split_back(hpt_base, tmp_path):
         assert stack.stop() == 0
 
 
-def test_gateway_joins_concurrent_requests_and_each_gets_its_answer(hpt_base, tmp_path):
+@pytest.mark.parametrize("worker_class", ["gevent", "gevent_pywsgi"])
+def test_gateway_joins_concurrent_requests_and_each_gets_its_answer(hpt_base, tmp_path, worker_class):
     """Gateway batching is on by default; /metrics counts the requests each runtime call carried."""
-    stack = start_stack(hpt_base.parent, tmp_path, SAGEMAKER_GUNICORN_WORKERS="2", SAGEMAKER_TFS_INSTANCE_COUNT="2")
+    stack = start_stack(
+        hpt_base.parent,
+        tmp_path,
+        SAGEMAKER_GUNICORN_WORKERS="2",
+        SAGEMAKER_TFS_INSTANCE_COUNT="2",
+        SAGEMAKER_GUNICORN_WORKER_CLASS=worker_class,
+    )
     try:
 
         def call(i: int) -> tuple[int, list[float]]:
