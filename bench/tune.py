@@ -84,7 +84,8 @@ def successive_halving(
     """Measure all configs for base_seconds, keep the best `keep` share at twice the time, repeat.
 
     `reference` (SageMaker's defaults) is measured in every rung, so the winner is always compared
-    with it at the same measurement length; it survives a rung only on its merits.
+    with it at the same measurement length; it survives a rung only on its merits, but when it beats
+    the winner in the last rung it is the pick (noise can drop it early; never advise worse).
     """
     history: list[dict[str, Any]] = []
     alive = list(configs)
@@ -105,7 +106,9 @@ def successive_halving(
         scored.sort(key=lambda r: -r["objective"])
         survivors = max(min_left, int(len(scored) * keep))
         if len(scored) <= min_left or (survivors <= min_left and len(scored) <= 2 * min_left):
-            return scored[0]["config"], history
+            final = scored + (history[-1:] if extra else [])  # the reference is measured last
+            # The defaults, measured beside the winner, win back the pick when they did better.
+            return max(final, key=lambda r: r["objective"])["config"], history
         alive = [r["config"] for r in scored[:survivors]]
         seconds *= 2
         rung += 1

@@ -47,6 +47,21 @@ def test_successive_halving_finds_the_best_of_a_grid_with_fewer_measurements():
     assert {r["seconds"] for r in history} == {1, 2, 4, 8}
 
 
+def test_defaults_that_beat_the_winner_in_the_last_rung_are_the_pick():
+    configs = [{"workers": w} for w in (1, 2, 3, 4)]
+    default = {"workers": 1}
+
+    def measure(config, seconds):  # the defaults measure badly in the first rung only (noise), best later
+        if config == default:
+            return {"tps": 50.0 if seconds == 1 else 500.0, "p95_ms": 10.0, "errors": 0}
+        return {"tps": 100.0 * config["workers"], "p95_ms": 10.0, "errors": 0}
+
+    best, history = successive_halving(configs, measure, slo_ms=35, base_seconds=1, reference=default)
+    assert best == default
+    last = [r["config"] for r in history if r["rung"] == history[-1]["rung"]]
+    assert last == [{"workers": 4}, {"workers": 3}, default]  # dropped in rung 0, measured beside the finalists
+
+
 def test_env_for_gthread_sets_threads():
     assert env_for({"SAGEMAKER_GUNICORN_WORKER_CLASS": "gthread"})["SAGEMAKER_GUNICORN_THREADS"] == "8"
 
