@@ -15,6 +15,7 @@ a client error is re-run request by request, so one bad request never fails its 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -32,7 +33,7 @@ Call = Callable[[Arrays], Arrays]
 class _Job:
     inputs: Arrays
     rows: int
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None  # made only when the job has to wait
     batch: list[_Job] | None = None  # set when this job is promoted to send a batch
     result: Arrays | None = None
     error: BaseException | None = None
@@ -47,7 +48,7 @@ class _Job:
 @dataclass
 class _Lane:
     running: int = 0
-    waiting: list[_Job] = field(default_factory=list)
+    waiting: deque[_Job] = field(default_factory=deque)
 
 
 def batch_key(model: str, version: int | None, sig: Signature, inputs: Arrays) -> Hashable | None:
@@ -88,8 +89,9 @@ class Coalescer:
                 lane.running += 1
                 job.batch = [job]
             else:
+                job.done = threading.Event()
                 lane.waiting.append(job)
-        if job.batch is None:
+        if job.done is not None:
             job.done.wait()
             if job.batch is None:  # another request sent it
                 return job.outcome()
@@ -111,8 +113,9 @@ class Coalescer:
             batch, rows = [], 0
             while lane.waiting and (not batch or rows + lane.waiting[0].rows <= self.max_rows):
                 rows += lane.waiting[0].rows
-                batch.append(lane.waiting.pop(0))
+                batch.append(lane.waiting.popleft())
         batch[0].batch = batch
+        assert batch[0].done is not None
         batch[0].done.set()
 
     def _send(self, key: Hashable, batch: list[_Job], call: Call) -> None:
@@ -142,6 +145,7 @@ class Coalescer:
                 job.error = exc
         finally:
             for job in batch[1:]:
+                assert job.done is not None
                 job.done.set()
 
     @staticmethod
