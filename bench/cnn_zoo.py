@@ -1,4 +1,5 @@
-"""The compile benchmark's models: torchvision's MobileNetV2, ResNet-50/152 and a U-Net, random weights.
+"""The compile benchmark's models: torchvision's MobileNetV2, ResNet-50/152, a U-Net and a reduced-width
+YOLOv4, random weights.
 
 torchvision's wheel cannot load against the CPU build of torch used here, so the architectures are
 written out (same layer layout and widths as torchvision's definitions).
@@ -103,9 +104,17 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+def yolov4_reduced() -> nn.Module:
+    """YOLOv4 at 3/8 of the channel widths (~1/7 of the FLOPs): the issue's "reduced-width YOLOv4" row."""
+    from models.yolov4.network import build
+
+    return build(width=0.375)
+
+
 MODELS = {
     "mobilenet_v2": (mobilenet_v2, [1, 3, 224, 224]),
     "resnet50": (lambda: resnet((3, 4, 6, 3)), [1, 3, 224, 224]),
     "resnet152": (lambda: resnet((3, 8, 36, 3)), [1, 3, 224, 224]),
     "unet": (UNet, [1, 3, 256, 256]),
+    "yolov4_reduced": (yolov4_reduced, [1, 3, 416, 416]),
 }

@@ -21,3 +21,9 @@ def test_unet_keeps_the_resolution():
     make, shape = MODELS["unet"]
     with torch.no_grad():
         assert make().eval()(torch.rand(*shape)).shape == (1, 2, shape[2], shape[3])
+
+
+def test_reduced_yolov4_keeps_the_three_heads():
+    make, shape = MODELS["yolov4_reduced"]
+    with torch.no_grad():
+        assert make().eval()(torch.rand(*shape)).shape == (1, 10647, 85)
