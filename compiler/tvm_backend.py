@@ -66,7 +66,8 @@ def import_onnx(onnx_path: Path, input_name: str, shape: list[int]):
 
 
 def tuning_dir(tgt: Target, model_key: str) -> Path:
-    return TUNING_DIR / f"{tgt.name}-{tgt.arch}" / model_key
+    """Where a target's database for one model lives (SAGESTACK_TUNING_DIR moves the shipped tree)."""
+    return Path(os.environ.get("SAGESTACK_TUNING_DIR", TUNING_DIR)) / f"{tgt.name}-{tgt.arch}" / model_key
 
 
 def trials_done(work_dir: Path) -> int:
