@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
-# gunicorn -k names. gevent_pywsgi (gevent's own HTTP parser) ran ~1.2-1.6x the requests/s of gevent here.
+# gunicorn -k names. gevent_pywsgi (gevent's own HTTP parser) is the tuner's to try: cheaper per request in
+# single runs, not faster than gevent in the interleaved overhead bench.
 WORKER_CLASSES = ("gevent", "gevent_pywsgi", "sync", "gthread")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 NGINX_LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
