@@ -92,23 +92,21 @@ def successive_halving(
     seconds = base_seconds
     rung = 0
     while True:
-        scored = []
+        scored, beside = [], []  # beside: the reference's record when it is measured but not alive
         extra = [reference] if reference is not None and reference not in alive else []
         for i, config in enumerate(alive + extra, 1):
             result = measure(config, seconds)
             record = {"config": config, "rung": rung, "seconds": seconds, **result}
             record["objective"] = objective(result, slo_ms)
             history.append(record)
-            if config in alive:
-                scored.append(record)
+            (scored if config in alive else beside).append(record)
             log(f"rung {rung} ({seconds:g}s) {i}/{len(alive) + len(extra)}: {_short(config)} -> "
                 f"{result['tps']:.1f} TPS, p95 {result.get('p95_ms')} ms")  # fmt: skip
         scored.sort(key=lambda r: -r["objective"])
         survivors = max(min_left, int(len(scored) * keep))
         if len(scored) <= min_left or (survivors <= min_left and len(scored) <= 2 * min_left):
-            final = scored + (history[-1:] if extra else [])  # the reference is measured last
             # The defaults, measured beside the winner, win back the pick when they did better.
-            return max(final, key=lambda r: r["objective"])["config"], history
+            return max(scored + beside, key=lambda r: r["objective"])["config"], history
         alive = [r["config"] for r in scored[:survivors]]
         seconds *= 2
         rung += 1

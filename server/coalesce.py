@@ -95,7 +95,6 @@ class Coalescer:
             job.done.wait()
             if job.batch is None:  # another request sent it
                 return job.outcome()
-            job.done.clear()
         try:
             self._send(key, job.batch, call)
         finally:
