@@ -24,7 +24,7 @@ from typing import Any
 
 SPACE: dict[str, list[Any]] = {
     "SAGEMAKER_GUNICORN_WORKERS": [1, 2, 4],
-    "SAGEMAKER_GUNICORN_WORKER_CLASS": ["gevent", "gevent_pywsgi", "gthread"],
+    "SAGEMAKER_GUNICORN_WORKER_CLASS": ["gevent", "gevent_h1c", "gevent_pywsgi", "gthread"],
     "SAGEMAKER_TFS_INSTANCE_COUNT": [1, 2],
     "OMP_NUM_THREADS": [1, 2],
     "SAGEMAKER_TFS_INTER_OP_PARALLELISM": [0, 1, 2],

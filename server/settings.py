@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
-# gunicorn -k names. gevent_pywsgi (gevent's own HTTP parser) is the tuner's to try: cheaper per request in
-# single runs, not faster than gevent in the interleaved overhead bench.
-WORKER_CLASSES = ("gevent", "gevent_pywsgi", "sync", "gthread")
+# gunicorn -k names, plus gevent_h1c (server/h1c_worker.py: gevent with a lean C-parsed HTTP loop). gevent_pywsgi
+# (gevent's own HTTP parser) was cheaper per request in single runs, not faster in the interleaved overhead bench.
+WORKER_CLASSES = ("gevent", "gevent_h1c", "gevent_pywsgi", "sync", "gthread")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 NGINX_LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
 DEFAULT_PORT_RANGE = (9000, 9999)

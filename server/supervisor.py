@@ -29,6 +29,7 @@ from server.settings import Settings
 
 DRAIN_SECONDS = 25  # SageMaker sends SIGKILL 30 s after SIGTERM
 RUNTIME_BASE_MB = 400  # measured RSS of one idle TF runtime process
+GUNICORN_WORKER_CLASSES = {"gevent_h1c": "server.h1c_worker.GeventH1cWorker"}  # ours; other names are gunicorn's
 
 
 class StartupError(RuntimeError):
@@ -179,7 +180,7 @@ class Supervisor:
             "--bind", f"unix:{s.gunicorn_socket}",
             "--workers", str(s.gunicorn_workers),
             "--threads", str(s.gunicorn_threads),
-            "--worker-class", s.gunicorn_worker_class,
+            "--worker-class", GUNICORN_WORKER_CLASSES.get(s.gunicorn_worker_class, s.gunicorn_worker_class),
             "--worker-connections", "2000",
             "--backlog", "2048",
             "--timeout", str(s.gunicorn_timeout),

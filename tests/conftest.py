@@ -38,13 +38,14 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, hpt_base: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """nginx + gunicorn (2 gevent workers) + 2 runtime instances per model, on loopback."""
+@pytest.fixture(scope="session", params=["gevent", "gevent_h1c"])
+def stack(request: pytest.FixtureRequest, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """nginx + gunicorn (2 workers of each gevent class) + 2 runtime instances per model, on loopback."""
     s = start_stack(
         model_dir,
         tmp_path_factory.mktemp("run"),
         SAGEMAKER_GUNICORN_WORKERS="2",
+        SAGEMAKER_GUNICORN_WORKER_CLASS=request.param,
         SAGEMAKER_TFS_INSTANCE_COUNT="2",
         SAGEMAKER_TFS_DEFAULT_MODEL_NAME="half_plus_three",
         SAGEMAKER_MAX_PAYLOAD_IN_MB="1",

@@ -39,7 +39,7 @@ def test_concurrent_requests_are_batched_and_split_back(hpt_base, tmp_path):
         assert stack.stop() == 0
 
 
-@pytest.mark.parametrize("worker_class", ["gevent", "gevent_pywsgi"])
+@pytest.mark.parametrize("worker_class", ["gevent", "gevent_h1c", "gevent_pywsgi"])
 def test_gateway_joins_concurrent_requests_and_each_gets_its_answer(hpt_base, tmp_path, worker_class):
     """Gateway batching is on by default; /metrics counts the requests each runtime call carried."""
     stack = start_stack(
