@@ -89,21 +89,26 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / "overhead"
     models = model_dir(work)
-    env = {
-        "SAGEMAKER_GUNICORN_WORKERS": str(args.workers),
-        "SAGEMAKER_GUNICORN_WORKER_CLASS": args.worker_class,
-        "SAGEMAKER_TFS_INSTANCE_COUNT": str(args.instances),
-        "SAGESTACK_NGINX_WORKERS": "1",
-        "SAGEMAKER_GUNICORN_LOGLEVEL": "warning",
-    }
-    log(f"starting the stack ({args.workers} {args.worker_class} gunicorn workers, {args.instances} runtime instances)")
-    stack = start_stack(models, Path(tempfile.mkdtemp(prefix="sagestack-bench-")), **env)
+    classes: list[str] = args.worker_class
+    stacks = {}
     kserve = None
     try:
+        for worker_class in classes:
+            log(f"starting the stack ({args.workers} {worker_class} workers, {args.instances} runtime instances)")
+            stacks[worker_class] = start_stack(
+                models,
+                Path(tempfile.mkdtemp(prefix="sagestack-bench-")),
+                SAGEMAKER_GUNICORN_WORKERS=str(args.workers),
+                SAGEMAKER_GUNICORN_WORKER_CLASS=worker_class,
+                SAGEMAKER_TFS_INSTANCE_COUNT=str(args.instances),
+                SAGESTACK_NGINX_WORKERS="1",
+                SAGEMAKER_GUNICORN_LOGLEVEL="warning",
+            )
+        first = stacks[classes[0]]
         if not args.no_kserve:
             log("starting KServe")
             kserve = peers.start_kserve(free_port(), args.workers, models / "half_plus_three" / "1")
-        grpc_port = stack.routes()["models"]["half_plus_three"]["instances"][0]["grpc_port"]
+        grpc_port = first.routes()["models"]["half_plus_three"]["instances"][0]["grpc_port"]
         # The Python load generators run here; keep them off the servers' CPU where we can.
         if args.loadgen_cpus and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {int(c) for c in args.loadgen_cpus.split(",")})
@@ -112,14 +117,18 @@ def run(args: argparse.Namespace) -> int:
         variants = {
             "in_process_c1": lambda: loadgen.sequential(inprocess_call, args.seconds),
             "runtime_grpc_c1": lambda: loadgen.sequential(grpc_call, args.seconds),
-            "stack_http_c1": lambda: loadgen.sequential(_http_client(stack.url), args.seconds),
             f"runtime_grpc_c{args.connections}": lambda: loadgen.concurrent_futures(
                 grpc_future, args.seconds, args.connections
             ),
-            f"stack_wrk_c{args.connections}": lambda: loadgen.wrk(
-                stack.url + "/invocations", BODY, HEADERS, args.seconds, args.connections, args.loadgen_cpus
-            ),
         }
+        for worker_class, stack in stacks.items():
+            suffix = _suffix(worker_class, classes)
+            variants[f"stack_http_c1{suffix}"] = lambda url=stack.url: loadgen.sequential(
+                _http_client(url), args.seconds
+            )
+            variants[f"stack_wrk_c{args.connections}{suffix}"] = lambda url=stack.url: loadgen.wrk(
+                url + "/invocations", BODY, HEADERS, args.seconds, args.connections, args.loadgen_cpus
+            )
         if kserve is not None:
             variants[f"kserve_wrk_c{args.connections}"] = lambda: loadgen.wrk(
                 kserve.url, BODY, HEADERS, args.seconds, args.connections, args.loadgen_cpus
@@ -132,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
                 rps, p50 = result["rps"], result["p50_ms"]
                 log(f"round {r + 1}/{args.rounds} {name}: {rps:.0f} req/s, p50 {p50:.3f} ms")
     finally:
-        stack.stop()
+        for stack in stacks.values():
+            stack.stop()
         if kserve is not None:
             kserve.stop()
 
@@ -152,11 +162,23 @@ def summarize(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         for name, results in runs.items()
     }
     c = args.connections
+    classes: list[str] = args.worker_class
+    per_class = {
+        worker_class: {
+            "stack_rps": med[f"stack_wrk_c{c}{_suffix(worker_class, classes)}"]["rps"],
+            "stack_added_p50_ms": med[f"stack_http_c1{_suffix(worker_class, classes)}"]["p50_ms"]
+            - med["runtime_grpc_c1"]["p50_ms"],
+        }
+        for worker_class in classes
+    }
+    best = max(classes, key=lambda name: per_class[name]["stack_rps"])
     summary: dict[str, Any] = {
-        "stack_rps": med[f"stack_wrk_c{c}"]["rps"],
-        "stack_added_p50_ms": med["stack_http_c1"]["p50_ms"] - med["runtime_grpc_c1"]["p50_ms"],
+        **per_class[best],
+        "stack_worker_class": best,
         "runtime_direct_rps": med[f"runtime_grpc_c{c}"]["rps"],
     }
+    if len(classes) > 1:
+        summary["by_worker_class"] = per_class
     if f"kserve_wrk_c{c}" in med:
         summary["kserve_rps"] = med[f"kserve_wrk_c{c}"]["rps"]
         summary["stack_vs_kserve_rps_ratio"] = summary["stack_rps"] / summary["kserve_rps"]
@@ -165,7 +187,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "settings": {
             "gunicorn_workers": args.workers,
-            "gunicorn_worker_class": args.worker_class,
+            "gunicorn_worker_classes": classes,
             "runtime_instances": args.instances,
             "kserve_workers": args.workers,
             "connections": c,
@@ -177,6 +199,11 @@ def summarize(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         "runs": runs,
         "summary": summary,
     }
+
+
+def _suffix(worker_class: str, classes: list[str]) -> str:
+    """Variant names carry the worker class only when several are compared."""
+    return f"_{worker_class}" if len(classes) > 1 else ""
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -200,7 +227,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax2.set_title("Latency")
     ax2.legend()
     s = report["summary"]
-    title = f"half_plus_three: stack {s['stack_rps']:.0f} req/s, +{s['stack_added_p50_ms']:.2f} ms p50 vs runtime"
+    title = (
+        f"half_plus_three: stack ({s['stack_worker_class']}) {s['stack_rps']:.0f} req/s, "
+        f"+{s['stack_added_p50_ms']:.2f} ms p50 vs runtime"
+    )
     if "stack_vs_kserve_rps_ratio" in s:
         title += f", {s['stack_vs_kserve_rps_ratio']:.2f}x KServe"
     fig.suptitle(title)

@@ -192,6 +192,14 @@ def cmd_bench_overhead(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _worker_classes(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in WORKER_CLASSES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown worker class {unknown or value!r}; choose from {WORKER_CLASSES}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sagestack", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -302,7 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each variant")
     o.add_argument("--workers", type=int, default=2, help="gunicorn workers (and KServe workers)")
     o.add_argument("--instances", type=int, default=1, help="runtime instances")
-    o.add_argument("--worker-class", default="gevent", choices=WORKER_CLASSES, help="gunicorn worker class")
+    o.add_argument(
+        "--worker-class",
+        default="gevent",
+        type=_worker_classes,
+        help=f"gunicorn worker class, or several (comma-separated, one stack each, interleaved): {WORKER_CLASSES}",
+    )
     o.add_argument("--loadgen-cpus", default="1", help="CPUs for the load generators (taskset); '' for any")
     o.add_argument("--no-kserve", action="store_true", help="skip the KServe peer")
     o.set_defaults(fn=cmd_bench_overhead)
