@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         first = stacks[classes[0]]
         if not args.no_kserve:
             log("starting KServe")
-            kserve = peers.start_kserve(free_port(), args.workers, models / "half_plus_three" / "1")
+            kserve = peers.start_kserve(free_port(), args.kserve_workers, models / "half_plus_three" / "1")
         grpc_port = first.routes()["models"]["half_plus_three"]["instances"][0]["grpc_port"]
         # The Python load generators run here; keep them off the servers' CPU where we can.
         if args.loadgen_cpus and hasattr(os, "sched_setaffinity"):
@@ -189,7 +189,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
             "gunicorn_workers": args.workers,
             "gunicorn_worker_classes": classes,
             "runtime_instances": args.instances,
-            "kserve_workers": args.workers,
+            "kserve_workers": args.kserve_workers,
             "connections": c,
             "seconds_per_measurement": args.seconds,
             "rounds": args.rounds,

@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
     o.add_argument("--connections", type=int, default=32, help="concurrent connections (wrk -c)")
     o.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each variant")
-    o.add_argument("--workers", type=int, default=2, help="gunicorn workers (and KServe workers)")
+    o.add_argument("--workers", type=int, default=1, help="gunicorn workers (1: one process batches all requests)")
+    o.add_argument("--kserve-workers", type=int, default=2, help="KServe worker processes (2: its best on 2 cores)")
     o.add_argument("--instances", type=int, default=1, help="runtime instances")
     o.add_argument(
         "--worker-class",
