@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -19,12 +20,17 @@ TWINKLE = write_midi(melody("twinkle_twinkle"))
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("music")
     torch.manual_seed(0)
     save(MusicTransformer(Config.tiny()), root / "tiny.pt")
     export(root / "tiny.pt", root / "model" / "music_transformer")
-    stack = start_stack(root / "model", root / "run")
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def stack(model_dir, tmp_path_factory):
+    stack = start_stack(model_dir, tmp_path_factory.mktemp("run"))
     yield stack
     assert stack.stop() == 0
 
@@ -86,3 +92,24 @@ def test_bad_requests_are_named(stack, body, ctype, attrs, status, named):
 def test_unacceptable_accept(stack):
     r = post(stack, TWINKLE, accept="text/csv")
     assert r.status_code == 406 and "audio/midi" in r.json()["error"]
+
+
+def test_continuous_batching_gives_each_request_its_own_extension(stack, model_dir, tmp_path):
+    """SAGEMAKER_TFS_ENABLE_BATCHING=true: concurrent extensions share decoding steps; each answer is as alone."""
+    bodies = [
+        {"midi": base64.b64encode(write_midi(melody(name))).decode(), "extension_duration": d, "seed": seed}
+        for name, d, seed in (("twinkle_twinkle", 6, 1), ("ode_to_joy", 2, 2), ("frere_jacques", 4, 3)) * 2
+    ]
+    batched = start_stack(model_dir, tmp_path, SAGEMAKER_TFS_ENABLE_BATCHING="true", SAGEMAKER_TFS_MAX_BATCH_SIZE="4")
+    try:
+
+        def tokens(url: str, body: dict) -> list[int]:
+            r = requests.post(url + "/invocations", json=body, headers={"Accept": "application/json"}, timeout=120)
+            assert r.status_code == 200, r.text
+            return r.json()["tokens"]
+
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            together = list(pool.map(lambda body: tokens(batched.url, body), bodies))
+        assert together == [tokens(stack.url, body) for body in bodies]
+    finally:
+        assert batched.stop() == 0

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
-from models.music_transformer.generate import Constraints, extend, steps
+from models.music_transformer.batching import BatchedGenerator
+from models.music_transformer.generate import Constraints, context_notes, extend, extend_tokens, steps
 from models.music_transformer.melodies import melody
-from models.music_transformer.model import Config, MusicTransformer
+from models.music_transformer.model import Config, MusicTransformer, SlotCache, step_rows
 from models.music_transformer.params import ParameterError, Params, as_tensors, from_tensors, parse
-from models.music_transformer.tokens import NOTE_OFF, NOTE_ON, TIME_SHIFT, VELOCITY, decode
+from models.music_transformer.tokens import NOTE_OFF, NOTE_ON, TIME_SHIFT, VELOCITY, decode, encode
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +109,42 @@ def test_cached_and_uncached_agree_within_the_window(model):
     p = Params(extension_duration=0.3, sampling="top_k", threshold=1)
     notes = melody("ode_to_joy")[:3]
     assert extend(model, notes, p, cached=True)[1] == extend(model, notes, p, cached=False)[1]
+
+
+def test_one_batched_step_gives_each_row_its_own_logits(model):
+    """Rows of different lengths in one SlotCache step: the same logits as each sequence's own cached step."""
+    contexts = [
+        encode(melody(name)[:n]) for name, n in (("twinkle_twinkle", 3), ("ode_to_joy", 7), ("frere_jacques", 5))
+    ]
+    cache = SlotCache(model.cfg, 4)
+    alone = []
+    with torch.inference_mode():
+        for row, context in enumerate(contexts):
+            _, kv = model(torch.tensor([context[:-1]]))
+            cache.put(row, kv)
+            logits, _ = model(torch.tensor([context[-1:]]), len(context) - 1, kv)
+            alone.append(logits[0, -1])
+        together = step_rows(model, torch.tensor([c[-1] for c in contexts]), cache)
+    assert torch.allclose(together, torch.stack(alone), atol=1e-5)
+    assert cache.lengths[:3].tolist() == [len(c) for c in contexts]
+
+
+def test_batched_extensions_match_one_by_one(model):
+    """Continuous batching: requests join and leave mid-flight, slide the window, and still get their own result."""
+    cases = [
+        (melody("twinkle_twinkle"), Params(extension_duration=8.0, temperature=2.0, seed=1)),  # passes the window
+        (melody("ode_to_joy"), Params(extension_duration=1.0, seed=2)),
+        (melody("frere_jacques"), Params(extension_duration=4.0, max_notes=3, seed=3)),
+        (melody("ode_to_joy")[:2], Params(extension_duration=6.0, sampling="top_k", threshold=5, seed=4)),
+        (melody("twinkle_twinkle")[:4], Params(extension_duration=0.5, seed=5)),
+    ]
+    contexts = [encode(context_notes(notes, p)) for notes, p in cases]
+    expected = [extend_tokens(model, context, p) for context, (_, p) in zip(contexts, cases, strict=True)]
+    assert max(len(c) + len(e) for c, e in zip(contexts, expected, strict=True)) > model.cfg.max_len
+    generator = BatchedGenerator(model, max_batch=3)  # fewer slots than requests: some wait for a free row
+    with ThreadPoolExecutor(len(cases)) as pool:
+        got = list(pool.map(generator.extend, contexts, [p for _, p in cases]))
+    assert got == expected
 
 
 @pytest.mark.parametrize(

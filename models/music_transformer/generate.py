@@ -130,26 +130,49 @@ def context_notes(notes: list[Note], p: Params) -> list[Note]:
     return [Note(n.start, min(n.end, cut), n.pitch, n.velocity) for n in notes if n.start < cut]
 
 
+class Extension:
+    """One melody being extended: the sampling state between two model calls.
+
+    Both the one-request loop below and the batched scheduler (models/music_transformer/batching.py)
+    drive it the same way: `advance(logits)` samples a token and says whether to feed it back.
+    """
+
+    def __init__(self, context: list[int], p: Params) -> None:
+        self.p = p
+        self.rng = torch.Generator().manual_seed(p.seed)
+        self.limits = Constraints.of(p)
+        self.tokens = list(context)
+        self.out: list[int] = []
+
+    def advance(self, logits: torch.Tensor) -> int | None:
+        """Sample the next token from logits [V]; None when the extension is complete (nothing to feed back)."""
+        if self.limits.finished() or len(self.out) >= MAX_NEW_TOKENS:
+            return None
+        mask = self.limits.allowed()
+        if not mask.any():
+            return None
+        token = sample(logits, mask, self.p, self.rng)
+        self.limits.push(token)
+        self.out.append(token)
+        self.tokens.append(token)
+        if self.limits.finished() or len(self.out) >= MAX_NEW_TOKENS:
+            return None
+        return token
+
+    def result(self) -> list[int]:
+        return self.out + self.limits.closing_tokens()
+
+
 Step = Callable[[list[int], int], torch.Tensor]
 
 
 def _generate(context: list[int], p: Params, first: torch.Tensor, step: Step) -> list[int]:
     """The sampling loop; `step(tokens so far, new token)` gives the next logits."""
-    rng = torch.Generator().manual_seed(p.seed)
-    limits = Constraints.of(p)
-    tokens, out, logits = list(context), [], first
-    while not limits.finished() and len(out) < MAX_NEW_TOKENS:
-        mask = limits.allowed()
-        if not mask.any():
-            break
-        token = sample(logits, mask, p, rng)
-        limits.push(token)
-        out.append(token)
-        tokens.append(token)
-        if limits.finished():
-            break
-        logits = step(tokens, token)
-    return out + limits.closing_tokens()
+    extension = Extension(context, p)
+    token = extension.advance(first)
+    while token is not None:
+        token = extension.advance(step(extension.tokens, token))
+    return extension.result()
 
 
 @torch.inference_mode()

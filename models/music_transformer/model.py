@@ -38,10 +38,15 @@ class Config:
 
 
 def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels by angles proportional to position ([B, H, T, D], positions [T])."""
+    """Rotate pairs of channels by angles proportional to position.
+
+    x is [B, H, T, D]; positions is [T] (every row alike) or [B, T] (a batch of sequences at different points).
+    """
     half = x.shape[-1] // 2
     inv_freq = 10_000 ** (-torch.arange(half, dtype=torch.float32, device=x.device) / half)
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
+    angles = positions.to(torch.float32)[..., None] * inv_freq
+    if angles.dim() == 3:
+        angles = angles[:, None]  # [B, 1, T, half]: the same angles for every head
     cos, sin = angles.cos(), angles.sin()
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
@@ -74,6 +79,22 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=drop)
         return self.out(y.transpose(1, 2).reshape(b, t, d)), (k, v)
 
+    def step(self, x: torch.Tensor, positions: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """One new token per row (x [B, 1, d]) at its own position [B], written into the rows' caches.
+
+        keys/values are [B, H, W, D] views of a SlotCache layer; row b attends to its first positions[b] + 1 slots.
+        """
+        b, _, d = x.shape
+        q, k, v = self.qkv(x).view(b, 1, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = rotary(q, positions[:, None]), rotary(k, positions[:, None])
+        rows = torch.arange(b)
+        keys[rows, :, positions] = k[:, :, 0]
+        values[rows, :, positions] = v[:, :, 0]
+        span = int(positions.max()) + 1
+        mask = torch.arange(span)[None, :] <= positions[:, None]
+        y = F.scaled_dot_product_attention(q, keys[:, :, :span], values[:, :, :span], attn_mask=mask[:, None, None, :])
+        return self.out(y.transpose(1, 2).reshape(b, 1, d))
+
 
 class Block(nn.Module):
     def __init__(self, cfg: Config) -> None:
@@ -87,6 +108,10 @@ class Block(nn.Module):
         a, kv = self.attn(self.norm1(x), positions, past)
         x = x + self.drop(a)
         return x + self.drop(self.ff(self.norm2(x))), kv
+
+    def step(self, x, positions, keys, values):
+        x = x + self.attn.step(self.norm1(x), positions, keys, values)
+        return x + self.ff(self.norm2(x))
 
 
 class MusicTransformer(nn.Module):
@@ -118,6 +143,46 @@ class MusicTransformer(nn.Module):
             x, kv = block(x, positions, cache[i] if cache else None)
             new_cache.append(kv)
         return self.head(self.norm(x)), new_cache
+
+
+class SlotCache:
+    """Keys and values of up to `slots` sequences side by side, so one forward moves them all a token on.
+
+    Rows 0..n-1 hold the n active sequences (a finished one's row is refilled by moving the last row
+    into it), so every step works on views and never gathers. lengths[r] is how many positions row r holds.
+    """
+
+    def __init__(self, cfg: Config, slots: int) -> None:
+        shape = (slots, cfg.n_heads, cfg.max_len, cfg.d_model // cfg.n_heads)
+        self.keys = [torch.zeros(shape) for _ in range(cfg.n_layers)]
+        self.values = [torch.zeros(shape) for _ in range(cfg.n_layers)]
+        self.lengths = torch.zeros(slots, dtype=torch.long)
+
+    def put(self, row: int, cache: KVCache) -> None:
+        """Row `row` takes the cache of one sequence from a prefill (MusicTransformer.forward, batch of 1)."""
+        n = cache[0][0].shape[2]
+        for layer, (k, v) in enumerate(cache):
+            self.keys[layer][row, :, :n] = k[0]
+            self.values[layer][row, :, :n] = v[0]
+        self.lengths[row] = n
+
+    def move(self, source: int, target: int) -> None:
+        n = int(self.lengths[source])
+        for keys, values in zip(self.keys, self.values, strict=True):
+            keys[target, :, :n] = keys[source, :, :n]
+            values[target, :, :n] = values[source, :, :n]
+        self.lengths[target] = n
+
+
+def step_rows(model: MusicTransformer, tokens: torch.Tensor, cache: SlotCache) -> torch.Tensor:
+    """Logits [n, V] after feeding tokens [n] to rows 0..n-1 of the cache, each at its own next position."""
+    n = tokens.shape[0]
+    positions = cache.lengths[:n].clone()
+    x = model.embed(tokens[:, None]) * math.sqrt(model.cfg.d_model)
+    for layer, block in enumerate(model.blocks):
+        x = block.step(x, positions, cache.keys[layer][:n], cache.values[layer][:n])
+    cache.lengths[:n] += 1
+    return model.head(model.norm(x))[:, 0]
 
 
 def nll(

@@ -54,7 +54,11 @@ DEFAULT_SIGNATURE = "serving_default"
 
 
 class Servable(Protocol):
-    """A loaded model version: its signatures and a way to run one."""
+    """A loaded model version: its signatures and a way to run one.
+
+    A servable with a true `batches_itself` attribute schedules concurrent calls on its own (the music
+    transformer's continuous batching), so SAGEMAKER_TFS_ENABLE_BATCHING's row-joining batcher leaves it alone.
+    """
 
     signatures: dict[str, Signature]
 
@@ -168,7 +172,7 @@ class ModelStore:
         if missing:
             raise TensorError(f"missing input(s) {missing} for signature '{sig.name}'")
         assert mv.servable is not None
-        if self.batcher is not None:
+        if self.batcher is not None and not getattr(mv.servable, "batches_itself", False):
             return self.batcher.run(mv.servable, sig.name, inputs)
         return mv.servable.run(sig.name, inputs)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from server.protos import types_pb2
+from server.runtimes.batching import read_batching_file
 from server.runtimes.model_server import PREDICT, Backend, Servable, serve
 from server.runtimes.torchscript_server import set_torch_threads
 from server.tensors import Signature, TensorSpec
@@ -34,20 +35,30 @@ def signature() -> Signature:
 
 
 class MusicServable:
-    def __init__(self, path: Path) -> None:
+    """With SAGEMAKER_TFS_ENABLE_BATCHING, concurrent extensions share decoding steps (continuous batching,
+    up to SAGEMAKER_TFS_MAX_BATCH_SIZE at once); the server's own row-joining batcher is bypassed."""
+
+    def __init__(self, path: Path, max_batch: int = 0) -> None:
+        from models.music_transformer.batching import BatchedGenerator
         from models.music_transformer.model import load
 
         meta = json.loads((path / "compiled" / "metadata.json").read_text())
         self.model = load(path / meta.get("artifact", "model.pt"))
         self.signatures = {"serving_default": signature()}
         self.warmup_inputs = {"serving_default": warmup_request()}
+        self.batches_itself = max_batch > 0
+        self.generator = BatchedGenerator(self.model, max_batch) if max_batch > 0 else None
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from models.music_transformer.generate import extend_tokens
         from models.music_transformer.params import from_tensors
 
         params = from_tensors(inputs)  # a ParameterError is a ValueError: INVALID_ARGUMENT, a 400 at the gateway
-        generated = extend_tokens(self.model, inputs["tokens"].reshape(-1).tolist(), params)
+        context = inputs["tokens"].reshape(-1).tolist()
+        if self.generator is not None:
+            generated = self.generator.extend(context, params)
+        else:
+            generated = extend_tokens(self.model, context, params)
         return {"tokens": np.asarray(generated, dtype=np.int32)[None, :]}
 
 
@@ -62,9 +73,11 @@ def warmup_request() -> dict[str, np.ndarray]:
 
 def make_backend(args: argparse.Namespace) -> Backend:
     set_torch_threads(args)
+    batching = args.enable_batching.lower() == "true"
+    max_batch = read_batching_file(args.batching_parameters_file)["max_batch_size"] if batching else 0
 
     def load(path: Path) -> Servable:
-        return MusicServable(path)
+        return MusicServable(path, max_batch)
 
     return load
 
