@@ -6,8 +6,9 @@ as much as our whole app. This worker keeps everything of gunicorn's except the 
 the arbiter, heartbeat, graceful shutdown, max_requests, hooks such as post_fork, and gevent's
 StreamServer. The loop has gunicorn's optional C parser (gunicorn_h1c, picohttpparser) build the
 WSGI environ, reads the body by Content-Length (or chunked), buffers the response and sends it in one
-write. Left out on purpose: gunicorn's access log and pre/post_request hooks (nginx logs access),
-HTTP/2, and streaming responses (every body here is a buffered JSON, CSV or image).
+write. Left out on purpose: gunicorn's access log (the stack configures none; a configured one is
+ignored with a warning), the pre/post_request hooks, HTTP/2, and streaming responses (every body
+here is a buffered JSON, CSV or image).
 """
 
 from __future__ import annotations
@@ -217,6 +218,11 @@ def _wants_keep_alive(environ: dict[str, Any]) -> bool:
 
 class GeventH1cWorker(GeventWorker):
     """`-k server.h1c_worker.GeventH1cWorker`; SAGEMAKER_GUNICORN_WORKER_CLASS=gevent_h1c selects it."""
+
+    def run(self) -> None:
+        if self.cfg.accesslog:
+            self.log.warning("the gevent_h1c worker writes no access log; --access-logfile is ignored")
+        super().run()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         client.setblocking(1)
