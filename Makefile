@@ -55,7 +55,7 @@ test: setup lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: setup
-	$(BIN)/sagestack bench overhead --out build/bench/overhead.json
+	$(BIN)/sagestack bench overhead --worker-class gevent,gevent_h1c --out build/bench/overhead.json
 
 # The CPU image, built with podman from a debootstrap base (see containers/build_image.sh).
 image:

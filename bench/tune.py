@@ -52,7 +52,7 @@ COLUMNS = [
 ]
 
 Config = dict[str, Any]
-Measure = Callable[[Config, float], dict[str, Any]]
+Measure = Callable[[Config, float, int], dict[str, Any]]  # (config, seconds, repeat) -> one load step's result
 
 
 def log(message: str) -> None:
@@ -83,36 +83,61 @@ def successive_halving(
     keep: float = 0.5,
     min_left: int = 1,
     reference: Config | None = None,
+    final_rounds: int = 1,
 ) -> tuple[Config, list[dict[str, Any]]]:
     """Measure all configs for base_seconds, keep the best `keep` share at twice the time, repeat.
 
     `reference` (SageMaker's defaults) is measured in every rung, so the winner is always compared
     with it at the same measurement length; it survives a rung only on its merits, but when it beats
     the winner in the last rung it is the pick (noise can drop it early; never advise worse).
+    The last rung measures its configurations `final_rounds` times, interleaved (A B R A B R ...),
+    and scores each by its median round, so drift on a shared machine does not decide the pick.
     """
     history: list[dict[str, Any]] = []
     alive = list(configs)
     seconds = base_seconds
     rung = 0
     while True:
-        scored, beside = [], []  # beside: the reference's record when it is measured but not alive
         extra = [reference] if reference is not None and reference not in alive else []
-        for i, config in enumerate(alive + extra, 1):
-            result = measure(config, seconds)
-            record = {"config": config, "rung": rung, "seconds": seconds, **result}
+        last = len(alive) <= 2 * min_left
+        rounds = max(1, final_rounds) if last else 1
+        measured: dict[str, list[dict[str, Any]]] = {}
+        todo = (alive + extra) * rounds
+        for i, config in enumerate(todo, 1):
+            repeat = (i - 1) // len(alive + extra)
+            result = measure(config, seconds, repeat)
+            record = {"config": config, "rung": rung, "seconds": seconds, "repeat": repeat, **result}
             record["objective"] = objective(result, slo_ms)
             history.append(record)
-            (scored if config in alive else beside).append(record)
-            log(f"rung {rung} ({seconds:g}s) {i}/{len(alive) + len(extra)}: {_short(config)} -> "
+            measured.setdefault(key(config), []).append(record)
+            log(f"rung {rung} ({seconds:g}s) {i}/{len(todo)}: {_short(config)} -> "
                 f"{result['tps']:.1f} TPS, p95 {result.get('p95_ms')} ms")  # fmt: skip
-        scored.sort(key=lambda r: -r["objective"])
-        survivors = max(min_left, int(len(scored) * keep))
-        if len(scored) <= min_left or (survivors <= min_left and len(scored) <= 2 * min_left):
+        median = {k: median_record(rs) for k, rs in measured.items()}
+        scored = sorted((median[key(c)] for c in alive), key=lambda r: -r["objective"])
+        beside = [median[key(c)] for c in extra]  # the reference's record when it is measured but not alive
+        if last:
             # The defaults, measured beside the winner, win back the pick when they did better.
             return max(scored + beside, key=lambda r: r["objective"])["config"], history
-        alive = [r["config"] for r in scored[:survivors]]
+        alive = [r["config"] for r in scored[: max(min_left, int(len(scored) * keep))]]
         seconds *= 2
         rung += 1
+
+
+def median_record(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record with the median objective (the lower middle one of an even count)."""
+    return sorted(records, key=lambda r: r["objective"])[(len(records) - 1) // 2]
+
+
+def final_records(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each configuration's median record at its longest measurement."""
+    longest: dict[str, list[dict[str, Any]]] = {}
+    for r in history:
+        k = key(r["config"])
+        if k not in longest or r["seconds"] > longest[k][0]["seconds"]:
+            longest[k] = [r]
+        elif r["seconds"] == longest[k][0]["seconds"]:
+            longest[k].append(r)
+    return {k: median_record(rs) for k, rs in longest.items()}
 
 
 def _short(config: Config) -> str:
@@ -132,7 +157,7 @@ class StackMeasure:
     def __init__(self, model: str, model_dir: Path, users: int, tool: str, cpus: str | None, results: Path) -> None:
         self.model, self.model_dir, self.users, self.tool, self.cpus = model, model_dir, users, tool, cpus
         self.results = results
-        self.done = {(r["key"], r["seconds"]): r for r in self._load()}
+        self.done = {(r["key"], r["seconds"], r.get("repeat", 0)): r for r in self._load()}
         self.only = Path(tempfile.mkdtemp(prefix="sagestack-tune-")) / "model"
         self.only.mkdir()
         (self.only / model).symlink_to((model_dir / model).resolve())
@@ -140,8 +165,8 @@ class StackMeasure:
     def _load(self) -> list[dict[str, Any]]:
         return json.loads(self.results.read_text())["measurements"] if self.results.exists() else []
 
-    def __call__(self, config: Config, seconds: float) -> dict[str, Any]:
-        cached = self.done.get((key(config), seconds))
+    def __call__(self, config: Config, seconds: float, repeat: int = 0) -> dict[str, Any]:
+        cached = self.done.get((key(config), seconds, repeat))
         if cached is not None:
             log(f"resumed from {self.results}: {_short(config)} ({seconds:g}s)")
             return {k: cached[k] for k in ("tps", "p50_ms", "p95_ms", "p99_ms", "errors", "cpu_percent", "rss_mb")}
@@ -155,21 +180,16 @@ class StackMeasure:
         finally:
             stack.stop()
         result = report["steps"][0]
-        record = {"key": key(config), "config": config, "seconds": seconds, **result}
-        self.done[(record["key"], seconds)] = record
+        record = {"key": key(config), "config": config, "seconds": seconds, "repeat": repeat, **result}
+        self.done[(record["key"], seconds, repeat)] = record
         self.results.parent.mkdir(parents=True, exist_ok=True)
         self.results.write_text(json.dumps({"model": self.model, "measurements": list(self.done.values())}, indent=1))
         return result
 
 
 def table(history: list[dict[str, Any]]) -> str:
-    """The seed's table: one row per configuration, at its longest measurement."""
-    final: dict[str, dict[str, Any]] = {}
-    for r in history:
-        k = key(r["config"])
-        if k not in final or r["seconds"] >= final[k]["seconds"]:
-            final[k] = r
-    rows = sorted(final.values(), key=lambda r: -r["objective"])
+    """The seed's table: one row per configuration, its median at its longest measurement."""
+    rows = sorted(final_records(history).values(), key=lambda r: -r["objective"])
     head = [label for label, _ in COLUMNS] + ["TPS", "p95 ms", "seconds"]
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
@@ -201,11 +221,18 @@ def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     reference = default if default in full else None
     best, history = successive_halving(
-        configs, measure, args.slo_ms, args.seconds, min_left=args.finalists, reference=reference
+        configs,
+        measure,
+        args.slo_ms,
+        args.seconds,
+        min_left=args.finalists,
+        reference=reference,
+        final_rounds=args.final_rounds,
     )
     last_rung = max(r["rung"] for r in history)
-    best_record = next(r for r in history if r["config"] == best and r["rung"] == last_rung)
-    defaults = [r for r in history if r["config"] == default and r["rung"] == last_rung]
+    final = final_records(history)
+    best_record = final[key(best)]
+    defaults = [final[key(default)]] if final.get(key(default), {}).get("rung") == last_rung else []
     report = {
         "model": args.model,
         "slo_ms": args.slo_ms,

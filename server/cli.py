@@ -254,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seconds", type=float, default=4.0, help="first-rung measurement length (doubles per rung)")
     t.add_argument("--configs", type=int, default=12, help="configurations sampled into the first rung")
     t.add_argument("--finalists", type=int, default=1, help="stop halving at this many")
+    t.add_argument("--final-rounds", type=int, default=3, help="interleaved rounds of the last rung (median wins)")
     t.add_argument("--space", help='JSON {"VAR": [values, ...]} replacing the default search space')
     t.add_argument("--model-dir", type=Path, default=Path("build/model"))
     t.add_argument("--out-dir", type=Path, default=Path("build/tune"))

@@ -36,7 +36,7 @@ def test_successive_halving_finds_the_best_of_a_grid_with_fewer_measurements():
     space = {"workers": [1, 2, 3, 4], "instances": [1, 2], "omp": [1, 2]}
     configs = grid(space)
 
-    def measure(config, seconds):  # a response surface with one clear optimum
+    def measure(config, seconds, repeat=0):  # a response surface with one clear optimum
         tps = 100 * config["workers"] - 30 * (config["workers"] - 3) ** 2 + 20 * config["instances"] - 5 * config["omp"]
         return {"tps": float(tps), "p95_ms": 10.0 * config["workers"], "errors": 0}
 
@@ -51,7 +51,7 @@ def test_defaults_that_beat_the_winner_in_the_last_rung_are_the_pick():
     configs = [{"workers": w} for w in (1, 2, 3, 4)]
     default = {"workers": 1}
 
-    def measure(config, seconds):  # the defaults measure badly in the first rung only (noise), best later
+    def measure(config, seconds, repeat=0):  # the defaults measure badly in the first rung only (noise), best later
         if config == default:
             return {"tps": 50.0 if seconds == 1 else 500.0, "p95_ms": 10.0, "errors": 0}
         return {"tps": 100.0 * config["workers"], "p95_ms": 10.0, "errors": 0}
@@ -60,6 +60,20 @@ def test_defaults_that_beat_the_winner_in_the_last_rung_are_the_pick():
     assert best == default
     last = [r["config"] for r in history if r["rung"] == history[-1]["rung"]]
     assert last == [{"workers": 4}, {"workers": 3}, default]  # dropped in rung 0, measured beside the finalists
+
+
+def test_the_last_rung_is_decided_by_interleaved_medians():
+    """One lucky round must not pick the winner: A wins 2 of 3 interleaved rounds, B has the single best one."""
+    rounds = {"A": [300.0, 310.0, 100.0], "B": [900.0, 200.0, 210.0]}
+
+    def measure(config, seconds, repeat=0):
+        return {"tps": rounds[config["name"]][repeat], "p95_ms": 10.0, "errors": 0}
+
+    best, history = successive_halving(
+        [{"name": "A"}, {"name": "B"}], measure, slo_ms=35, base_seconds=1, final_rounds=3
+    )
+    assert best == {"name": "A"}
+    assert [(r["config"]["name"], r["repeat"]) for r in history] == [(n, i) for i in range(3) for n in "AB"]
 
 
 def test_env_for_gthread_sets_threads():
@@ -75,6 +89,7 @@ def test_tiny_real_sweep(model_dir, tmp_path):
         seconds=2,
         configs=2,
         finalists=1,
+        final_rounds=2,
         space=json.dumps({"SAGEMAKER_GUNICORN_WORKERS": [1, 2]}),
         model_dir=model_dir,
         out_dir=tmp_path,
@@ -88,7 +103,7 @@ def test_tiny_real_sweep(model_dir, tmp_path):
     env = (tmp_path / "half_plus_three.env").read_text()
     assert "SAGEMAKER_GUNICORN_WORKERS=" in env
     measurements = json.loads((tmp_path / "half_plus_three_measurements.json").read_text())["measurements"]
-    assert len(measurements) == 2
+    assert sorted(m["repeat"] for m in measurements) == [0, 0, 1, 1]  # 2 interleaved rounds of the last rung
     # Resuming reuses the measurements instead of restarting the stack.
     assert main(args) == 0
-    assert len(json.loads((tmp_path / "half_plus_three_measurements.json").read_text())["measurements"]) == 2
+    assert len(json.loads((tmp_path / "half_plus_three_measurements.json").read_text())["measurements"]) == 4
