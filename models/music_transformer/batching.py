@@ -88,13 +88,14 @@ class BatchedGenerator:
             logits, cache = self.model(torch.tensor([request.context]))
             extension = Extension(request.context, request.params)
             token = extension.advance(logits[0, -1])
+            if token is not None:
+                self.cache.put(len(self.active), cache)
         except Exception as exc:  # a bad request fails alone
             self._finish(request, error=exc)
             return
         if token is None:
             self._finish(request, extension.result())
             return
-        self.cache.put(len(self.active), cache)
         self.active.append(_Active(request, extension, token))
 
     def _step(self) -> None:
