@@ -85,7 +85,7 @@ class Connection:
             body = self._read_chunked()
             environ["CONTENT_LENGTH"] = str(len(body))
         else:
-            body = self._read_exactly(_content_length(environ.get("CONTENT_LENGTH")))
+            body = self._read_exactly(self._check_size(_content_length(environ.get("CONTENT_LENGTH"))))
         path = environ["PATH_INFO"]
         if "%" in path:
             environ["PATH_INFO"] = unquote(path, "latin-1")
@@ -102,6 +102,12 @@ class Connection:
             }
         )
         return environ
+
+    def _check_size(self, n: int) -> int:
+        """Refuse a body above SAGEMAKER_MAX_PAYLOAD_IN_MB before reading it (nginx refuses it first when in front)."""
+        if n > self.worker.max_body_bytes:
+            raise HTTPError("413 Payload Too Large", f"request body of {n} bytes exceeds SAGEMAKER_MAX_PAYLOAD_IN_MB")
+        return n
 
     def _read_exactly(self, n: int) -> bytes:
         if len(self.buffer) >= n:
@@ -129,7 +135,7 @@ class Connection:
         return line
 
     def _read_chunked(self) -> bytes:
-        parts = []
+        parts, total = [], 0
         while True:
             size_field = self._read_line().split(b";", 1)[0].strip()
             try:
@@ -140,6 +146,7 @@ class Connection:
                 while self._read_line():  # trailer fields, then the empty line
                     pass
                 return b"".join(parts)
+            total = self._check_size(total + size)
             parts.append(self._read_exactly(size))
             if self._read_line():
                 raise HTTPError("400 Bad Request", "chunk data is longer than its size")
@@ -220,6 +227,9 @@ class GeventH1cWorker(GeventWorker):
     """`-k server.h1c_worker.GeventH1cWorker`; SAGEMAKER_GUNICORN_WORKER_CLASS=gevent_h1c selects it."""
 
     def run(self) -> None:
+        from server.settings import Settings
+
+        self.max_body_bytes = Settings.from_env().max_payload_bytes
         if self.cfg.accesslog:
             self.log.warning("the gevent_h1c worker writes no access log; --access-logfile is ignored")
         super().run()

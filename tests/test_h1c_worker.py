@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,7 +24,8 @@ def port() -> Iterator[int]:
     argv = [sys.executable, "-m", "gunicorn", "--chdir", str(ECHO_APP), "--bind", f"127.0.0.1:{port}",
             "--worker-class", "server.h1c_worker.GeventH1cWorker", "--workers", "1", "--keep-alive", "5",
             "--graceful-timeout", "5", "--log-level", "warning", "echo_app:app"]  # fmt: skip
-    proc = subprocess.Popen(argv, cwd=Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "SAGEMAKER_MAX_PAYLOAD_IN_MB": "3"}
+    proc = subprocess.Popen(argv, cwd=Path(__file__).resolve().parent.parent, env=env)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -104,6 +106,8 @@ def test_large_body_arrives_whole(port):
         (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "400", "chunk size"),
         (b"GET / HTTP/1.1\r\nHost: t\r\nX: " + b"a" * 70000 + b"\r\n\r\n", "431", "too large"),
         (b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n", "500", "internal server error"),
+        (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4000000\r\n\r\n", "413", "SAGEMAKER_MAX_PAYLOAD_IN_MB"),
+        (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3d0900\r\n", "413", "exceeds"),
     ],
 )
 def test_bad_requests_get_a_json_error_and_the_connection_closes(port, raw, status, names):
