@@ -102,9 +102,8 @@ def successive_halving(
         last = len(alive) <= 2 * min_left
         rounds = max(1, final_rounds) if last else 1
         measured: dict[str, list[dict[str, Any]]] = {}
-        todo = (alive + extra) * rounds
-        for i, config in enumerate(todo, 1):
-            repeat = (i - 1) // len(alive + extra)
+        todo = list(itertools.product(range(rounds), alive + extra))  # round by round: A B R A B R ...
+        for i, (repeat, config) in enumerate(todo, 1):
             result = measure(config, seconds, repeat)
             record = {"config": config, "rung": rung, "seconds": seconds, "repeat": repeat, **result}
             record["objective"] = objective(result, slo_ms)

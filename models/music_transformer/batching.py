@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models.music_transformer.generate import Extension
+from models.music_transformer.generate import Extension, prompt
 from models.music_transformer.model import MusicTransformer, SlotCache, step_rows
 from models.music_transformer.params import Params
-from models.music_transformer.tokens import START
 
 
 @dataclass
@@ -51,7 +50,7 @@ class BatchedGenerator:
 
     def extend(self, context: list[int], params: Params) -> list[int]:
         """The generated tokens after context (blocking; called from many server threads at once)."""
-        request = _Request(context[-self.window :] if context else [START], params)
+        request = _Request(prompt(context, self.window), params)
         with self.cond:
             if self.thread is None:
                 self.thread = threading.Thread(target=self._loop, name="music-batching", daemon=True)
@@ -112,10 +111,9 @@ class BatchedGenerator:
                 token = entry.extension.advance(logits[row])
             except Exception as exc:
                 self._finish(entry.request, error=exc)
-                token = None
+                continue
             if token is None:
-                if entry.request.error is None:
-                    self._finish(entry.request, entry.extension.result())
+                self._finish(entry.request, entry.extension.result())
                 continue
             entry.token = token
             if len(still) != row:

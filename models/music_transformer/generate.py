@@ -130,6 +130,11 @@ def context_notes(notes: list[Note], p: Params) -> list[Note]:
     return [Note(n.start, min(n.end, cut), n.pitch, n.velocity) for n in notes if n.start < cut]
 
 
+def prompt(context: list[int], window: int) -> list[int]:
+    """What the model is fed first: the newest `window` context tokens, or <S> for an empty context."""
+    return context[-window:] if context else [START]
+
+
 class Extension:
     """One melody being extended: the sampling state between two model calls.
 
@@ -185,7 +190,7 @@ def extend_tokens(model: MusicTransformer, context: list[int], p: Params) -> lis
     in training (the "attention sink"), and generation degrades soon after.
     """
     window = model.cfg.max_len
-    context = context[-window:] if context else [START]
+    context = prompt(context, window)
     logits, cache = model(torch.tensor([context]))
     state: dict = {"cache": cache, "pos": len(context)}
 
@@ -206,7 +211,7 @@ def extend_tokens(model: MusicTransformer, context: list[int], p: Params) -> lis
 def extend_tokens_uncached(model: MusicTransformer, context: list[int], p: Params) -> list[int]:
     """The baseline: the same sampling, re-running the whole window for every new token."""
     window = model.cfg.max_len
-    context = context[-window:] if context else [START]
+    context = prompt(context, window)
 
     def step(tokens: list[int], _: int) -> torch.Tensor:
         logits, _ = model(torch.tensor([tokens[-window:]]))

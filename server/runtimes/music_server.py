@@ -46,8 +46,11 @@ class MusicServable:
         self.model = load(path / meta.get("artifact", "model.pt"))
         self.signatures = {"serving_default": signature()}
         self.warmup_inputs = {"serving_default": warmup_request()}
-        self.batches_itself = max_batch > 0
         self.generator = BatchedGenerator(self.model, max_batch) if max_batch > 0 else None
+
+    @property
+    def batches_itself(self) -> bool:
+        return self.generator is not None
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from models.music_transformer.generate import extend_tokens
