@@ -22,7 +22,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,pytorch]'
+	$(PY) -m pip install -q -e '.[test,pytorch,tooling]'
 	$(PY) -m pip install -q --no-deps $$($(PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["sagestack"]["no-deps"]))')
 	touch $@
 

@@ -16,13 +16,10 @@ runs against a local moto server. --dry-run prints the plan and mutates nothing.
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
-import io
 import json
 import shutil
 import subprocess
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,8 +30,21 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, NoCredentialsError
 
+from server import model_archive
+
 REPOSITORY = "sagestack"
 CLIENT_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"})
+# Error codes that mean "not there" across ECR, S3 (HEAD answers a bare status) and SageMaker.
+NOT_FOUND = {
+    "RepositoryNotFoundException",
+    "ImageNotFoundException",
+    "404",
+    "NoSuchBucket",
+    "NoSuchKey",
+    "ValidationException",
+    "ResourceNotFound",
+    "ResourceNotFoundException",
+}
 
 
 class SyncError(RuntimeError):
@@ -82,22 +92,9 @@ def short_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def pack_model(model_dir: Path, model: str) -> bytes:
-    """model.tar.gz holding <model>/..., byte-identical for identical files (sorted, zeroed times)."""
-    base = model_dir / model
-    if not base.is_dir():
-        raise SyncError(f"model directory {base} does not exist; build it first (sagestack build {model})")
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
-        for path in sorted(p for p in base.rglob("*") if "__pycache__" not in p.parts):
-            info = tar.gettarinfo(str(path), arcname=f"{model}/{path.relative_to(base)}")
-            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-            if path.is_file():
-                with path.open("rb") as f:
-                    tar.addfile(info, f)
-            else:
-                tar.addfile(info)
-    return buf.getvalue()
+def endpoint_models(model_dir: Path, model: str) -> list[str]:
+    """What one endpoint's model.tar.gz carries: the model, and its compiled twin where `sagestack compile` made one."""
+    return [model] + ([f"{model}_compiled"] if (model_dir / f"{model}_compiled").is_dir() else [])
 
 
 def container_cli() -> str | None:
@@ -119,9 +116,11 @@ class SageMakerSync:
         self.session = session
         self.log = log
         self.steps: list[Step] = []
+        self.offline = False  # a dry run without credentials: nothing is looked up, everything is planned
+        self.region = session.region_name
 
     def client(self, name: str):
-        return self.session.client(name, config=CLIENT_CONFIG)
+        return self.session.client(name, config=CLIENT_CONFIG, region_name=self.region)
 
     def _step(self, what: str, action: str, detail: str = "") -> None:
         self.steps.append(Step(what, action, detail))
@@ -142,9 +141,25 @@ class SageMakerSync:
         except ClientError as exc:
             raise SyncError(f"AWS rejected the credentials: {exc}") from None
 
+    def _lookup(self, describe: Callable[[], Any]) -> Any | None:
+        """What describe() answers, or None when its resource does not exist; offline, nothing exists yet."""
+        if self.offline:
+            return None
+        try:
+            return describe()
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in NOT_FOUND:
+                return None
+            raise
+
     def push(self, req: PushRequest) -> list[Step]:
-        account = self.check_environment()
-        region = self.session.region_name
+        if req.dry_run and self.session.get_credentials() is None:
+            self.offline = True
+            account, region = "<account>", self.region or "us-east-1"
+            self.region = region
+            self._step("AWS", "offline", "no credentials: the plan assumes nothing exists yet")
+        else:
+            account, region = self.check_environment(), self.session.region_name
         image_uri = self.push_image(req, account, region)
         model_data = self.upload_model(req, account, region)
         env = {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": req.model, **req.env}
@@ -160,25 +175,29 @@ class SageMakerSync:
 
     # ---- 1. ECR -------------------------------------------------------------------------------
     def push_image(self, req: PushRequest, account: str, region: str) -> str:
-        tag = local_image_id(req.image)[:12] if req.push_image else req.image.rsplit(":", 1)[-1]
+        tag = req.image.rsplit(":", 1)[-1]
+        if req.push_image:
+            try:
+                tag = local_image_id(req.image)[:12]
+            except SyncError as exc:
+                if not req.dry_run:
+                    raise
+                self._step("image", "planned", f"{exc}; tagged by its image id once built")
+                tag = "<image-id>"
         registry = f"{account}.dkr.ecr.{region}.amazonaws.com"
         uri = f"{registry}/{REPOSITORY}:{tag}"
         ecr = self.client("ecr")
-        try:
-            ecr.describe_repositories(repositoryNames=[REPOSITORY])
+        if self._lookup(lambda: ecr.describe_repositories(repositoryNames=[REPOSITORY])):
             self._step("ECR repository", "exists", REPOSITORY)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "RepositoryNotFoundException":
-                raise
-            if req.dry_run:
-                self._step("ECR repository", "planned", f"create {REPOSITORY}")
-            else:
-                ecr.create_repository(repositoryName=REPOSITORY, imageScanningConfiguration={"scanOnPush": True})
-                self._step("ECR repository", "created", REPOSITORY)
+        elif req.dry_run:
+            self._step("ECR repository", "planned", f"create {REPOSITORY}")
+        else:
+            ecr.create_repository(repositoryName=REPOSITORY, imageScanningConfiguration={"scanOnPush": True})
+            self._step("ECR repository", "created", REPOSITORY)
         if not req.push_image:
             self._step("image", "skipped", f"--no-image-push: using {uri}")
             return uri
-        if self._image_in_ecr(ecr, tag):
+        if self._lookup(lambda: ecr.describe_images(repositoryName=REPOSITORY, imageIds=[{"imageTag": tag}])):
             self._step("image", "exists", uri)
             return uri
         if req.dry_run:
@@ -188,52 +207,49 @@ class SageMakerSync:
         user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
         cli = container_cli()
         subprocess.run([cli, "tag", req.image, uri], check=True)
-        pushed = subprocess.run([cli, "push", "--creds", f"{user}:{password}", uri], capture_output=True, text=True)
+        login = [cli, "login", "--username", user, "--password-stdin", registry]  # docker and podman alike
+        logged_in = subprocess.run(login, input=password, capture_output=True, text=True)
+        if logged_in.returncode != 0:
+            raise SyncError(f"{cli} login to {registry} failed: {logged_in.stderr.strip()[-500:]}")
+        pushed = subprocess.run([cli, "push", uri], capture_output=True, text=True)
         if pushed.returncode != 0:
             raise SyncError(f"pushing {uri} to {auth['proxyEndpoint']} failed: {pushed.stderr.strip()[-500:]}")
         self._step("image", "pushed", uri)
         return uri
 
-    @staticmethod
-    def _image_in_ecr(ecr, tag: str) -> bool:
-        try:
-            ecr.describe_images(repositoryName=REPOSITORY, imageIds=[{"imageTag": tag}])
-            return True
-        except ClientError:
-            return False
-
     # ---- 2. S3 --------------------------------------------------------------------------------
     def upload_model(self, req: PushRequest, account: str, region: str) -> str:
-        data = pack_model(req.model_dir, req.model)
+        try:
+            data = model_archive.pack(req.model_dir, endpoint_models(req.model_dir, req.model))
+        except model_archive.ArchiveError as exc:
+            raise SyncError(str(exc)) from None
         digest = hashlib.sha256(data).hexdigest()[:16]
         bucket = f"sagestack-{account}-{region}"
         key = f"models/{req.model}/{digest}/model.tar.gz"
         url = f"s3://{bucket}/{key}"
         s3 = self.client("s3")
-        try:
-            s3.head_bucket(Bucket=bucket)
-        except ClientError:
-            if req.dry_run:
-                self._step("S3 bucket", "planned", f"create {bucket}")
-            else:
-                extra = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-                s3.create_bucket(Bucket=bucket, **extra)
-                self._step("S3 bucket", "created", bucket)
-        try:
-            s3.head_object(Bucket=bucket, Key=key)
+        carries = " + ".join(endpoint_models(req.model_dir, req.model))
+        if self._lookup(lambda: s3.head_bucket(Bucket=bucket)):
+            pass
+        elif req.dry_run:
+            self._step("S3 bucket", "planned", f"create {bucket}")
+        else:
+            extra = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            s3.create_bucket(Bucket=bucket, **extra)
+            self._step("S3 bucket", "created", bucket)
+        if self._lookup(lambda: s3.head_object(Bucket=bucket, Key=key)):
             self._step("model.tar.gz", "exists", url)
-        except ClientError:
-            if req.dry_run:
-                self._step("model.tar.gz", "planned", f"upload {len(data) / 2**20:.1f} MB to {url}")
-            else:
-                s3.put_object(Bucket=bucket, Key=key, Body=data)
-                self._step("model.tar.gz", "uploaded", f"{len(data) / 2**20:.1f} MB to {url}")
+        elif req.dry_run:
+            self._step("model.tar.gz", "planned", f"upload {len(data) / 2**20:.1f} MB ({carries}) to {url}")
+        else:
+            s3.put_object(Bucket=bucket, Key=key, Body=data)
+            self._step("model.tar.gz", "uploaded", f"{len(data) / 2**20:.1f} MB ({carries}) to {url}")
         return url
 
     # ---- 3. SageMaker -------------------------------------------------------------------------
     def ensure_model(self, req: PushRequest, name: str, image: str, data: str, env: dict, role: str) -> None:
         sm = self.client("sagemaker")
-        if _exists(lambda: sm.describe_model(ModelName=name)):
+        if self._lookup(lambda: sm.describe_model(ModelName=name)):
             self._step("Model", "exists", name)
         elif req.dry_run:
             self._step("Model", "planned", f"create {name} (image {image}, env {len(env)} vars)")
@@ -244,7 +260,7 @@ class SageMakerSync:
 
     def ensure_endpoint_config(self, req: PushRequest, name: str, model_name: str) -> None:
         sm = self.client("sagemaker")
-        if _exists(lambda: sm.describe_endpoint_config(EndpointConfigName=name)):
+        if self._lookup(lambda: sm.describe_endpoint_config(EndpointConfigName=name)):
             self._step("EndpointConfig", "exists", name)
         elif req.dry_run:
             self._step("EndpointConfig", "planned", f"create {name} ({req.instance_count} x {req.instance_type})")
@@ -261,10 +277,7 @@ class SageMakerSync:
 
     def ensure_endpoint(self, req: PushRequest, config_name: str) -> None:
         sm = self.client("sagemaker")
-        try:
-            current = sm.describe_endpoint(EndpointName=req.endpoint_name)
-        except ClientError:
-            current = None
+        current = self._lookup(lambda: sm.describe_endpoint(EndpointName=req.endpoint_name))
         if current is None:
             if req.dry_run:
                 self._step("Endpoint", "planned", f"create {req.endpoint_name} with {config_name}")
@@ -308,10 +321,14 @@ class SageMakerSync:
         aas = self.client("application-autoscaling")
         resource = f"endpoint/{req.endpoint_name}/variant/AllTraffic"
         dimension = "sagemaker:variant:DesiredInstanceCount"
-        targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])
+        targets = self._lookup(
+            lambda: aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])
+        ) or {"ScalableTargets": []}
         same = [t for t in targets["ScalableTargets"] if (t["MinCapacity"], t["MaxCapacity"]) == (low, high)]
         policy_name = f"{req.endpoint_name}-invocations"
-        policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)
+        policies = self._lookup(
+            lambda: aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)
+        ) or {"ScalingPolicies": []}
         config = {
             "TargetValue": float(req.target_invocations),
             "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
@@ -352,16 +369,6 @@ class SageMakerSync:
         self._step(
             "autoscaling", "registered", f"{low}-{high} instances, {req.target_invocations} invocations/instance"
         )
-
-
-def _exists(describe: Callable[[], Any]) -> bool:
-    try:
-        describe()
-        return True
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound", "ResourceNotFoundException"):
-            return False
-        raise
 
 
 def invoke(endpoint_name: str, body: bytes, content_type: str, accept: str, local_url: str | None) -> tuple[bytes, str]:

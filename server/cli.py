@@ -31,6 +31,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(_settings())
 
 
+def cmd_fetch_model(args: argparse.Namespace) -> int:
+    from server import model_archive
+
+    settings = _settings()
+    url = args.url or settings.model_url
+    if not url:
+        raise SystemExit("sagestack fetch-model: give a URL or set SAGESTACK_MODEL_URL")
+    try:
+        names = model_archive.fetch(url, args.dest or settings.model_dir)
+    except (model_archive.ArchiveError, OSError) as exc:
+        raise SystemExit(f"sagestack fetch-model: {exc}") from None
+    print(f"fetch-model: {url} -> {args.dest or settings.model_dir}: {', '.join(names)}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(json.dumps(_settings().as_env(), indent=2))
     return 0
@@ -208,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
         fn=cmd_serve
     )
     sub.add_parser("config", help="print the effective settings").set_defaults(fn=cmd_config)
+    fm = sub.add_parser("fetch-model", help="put a model.tar.gz (s3://, file:// or a path) into the model directory")
+    fm.add_argument("url", nargs="?", help="default: $SAGESTACK_MODEL_URL")
+    fm.add_argument("--dest", type=Path, help="default: $SAGESTACK_MODEL_DIR")
+    fm.set_defaults(fn=cmd_fetch_model)
 
     b = sub.add_parser("build", help="build a model into the model directory")
     b.add_argument("model", choices=sorted(BUILDERS))

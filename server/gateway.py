@@ -88,6 +88,8 @@ class Gateway:
             raise not_found("no model is loaded; name one with tfs-model-name or load one with POST /models")
         name = self._variant(name, attrs.get("compiled"), table)
         route = table.models.get(name) or self.runtimes.table(fresh=True).models.get(name)
+        if route is None and name in table.failed:
+            raise ApiError(503, f"model '{name}' is unavailable: {table.failed[name]}")
         if route is None:
             if model is not None and table.multi_model:
                 route = self._load_on_demand(model)
@@ -141,7 +143,8 @@ class Gateway:
         waiting = [n for n, m in table.models.items() if not m.ready]
         if waiting:
             return False, f"not AVAILABLE yet: {', '.join(sorted(waiting))}"
-        return True, f"{len(table.models)} model(s) AVAILABLE"
+        failed = "".join(f"; unavailable: {name} ({why})" for name, why in sorted(table.failed.items()))
+        return True, f"{len(table.models)} model(s) AVAILABLE{failed}"
 
     # ---- invocation --------------------------------------------------------------------------
     def invoke(self, target: Target, body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str]:

@@ -88,8 +88,15 @@ class PoolCollector:
             for state, n in counts.items():
                 instances.add_metric([name, state], n)
             ready.add_metric([name], 1.0 if model.ready else 0.0)
+        failed = GaugeMetricFamily(
+            "sagestack_model_failed", "1 for a model that could not start, with why", labels=["model", "reason"]
+        )
+        for name, why in self.table_.failed.items():  # SAGESTACK_FAIL_ON_MODEL_ERROR=false
+            ready.add_metric([name], 0.0)
+            failed.add_metric([name, why[:200]], 1.0)
         yield instances
         yield ready
+        yield failed
 
 
 def render(table: RouteTable) -> bytes:

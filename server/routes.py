@@ -44,6 +44,8 @@ class RouteTable:
     models: dict[str, ModelRoute] = field(default_factory=dict)
     default_model: str | None = None
     multi_model: bool = False
+    # Models that could not start under SAGESTACK_FAIL_ON_MODEL_ERROR=false: name -> why (backend, module).
+    failed: dict[str, str] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -57,7 +59,7 @@ class RouteTable:
             name: ModelRoute(**{**m, "instances": [InstanceRoute(**i) for i in m["instances"]]})
             for name, m in raw["models"].items()
         }
-        return cls(models, raw.get("default_model"), raw.get("multi_model", False))
+        return cls(models, raw.get("default_model"), raw.get("multi_model", False), raw.get("failed", {}))
 
 
 class RouteReader:

@@ -57,6 +57,8 @@ class Settings:
     run_dir: Path
     compiled_model: bool
     gateway_batch_size: int
+    fail_on_model_error: bool
+    model_url: str | None
 
     @property
     def max_payload_bytes(self) -> int:
@@ -127,6 +129,8 @@ class Settings:
             run_dir=e.path("SAGESTACK_RUN_DIR", Path("/tmp/sagestack")),
             compiled_model=e.boolean("COMPILEDMODEL", True),
             gateway_batch_size=e.integer("SAGESTACK_GATEWAY_BATCH_SIZE", 32, lo=1, hi=4096),
+            fail_on_model_error=e.boolean("SAGESTACK_FAIL_ON_MODEL_ERROR", True),
+            model_url=e.text("SAGESTACK_MODEL_URL", None),
         )
 
 

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from server import control, gunicorn_conf, nginx
 from server.control import Reply
 from server.modeldir import ModelDirError, ModelSpec, find_models, model_spec
 from server.routes import DOWN, READY, STARTING, InstanceRoute, ModelRoute, RouteTable
+from server.runtimes import missing_packages
 from server.runtimes.process import RuntimeInstance
 from server.settings import Settings
 
@@ -110,13 +112,17 @@ class Supervisor:
             if s.default_model_name and s.default_model_name not in names:
                 raise StartupError(f"SAGEMAKER_TFS_DEFAULT_MODEL_NAME={s.default_model_name!r} is not among {names}")
             self.table.default_model = s.default_model_name or names[0]
-            for spec in specs:
-                install_requirements(spec)
-            started = [self._start_model(spec) for spec in specs]
+            started = [instances for spec in specs if (instances := self._start_checked(spec))]
             deadline = time.monotonic() + s.wait_time_seconds
             with ThreadPoolExecutor(max(1, sum(len(i) for i in started))) as pool:
-                for future in [pool.submit(self._await_ready, inst, deadline) for i in started for inst in i]:
-                    future.result()
+                waits = [(inst, pool.submit(self._await_ready, inst, deadline)) for i in started for inst in i]
+                for inst, future in waits:
+                    try:
+                        future.result()
+                    except (RuntimeError, TimeoutError) as exc:
+                        self._model_failed(inst.model, inst.kind, str(exc))
+            if not self.table.models:
+                raise StartupError(f"no model could be served: {self.table.failed}")
         self._write_routes()
         self.control = control.ControlServer(s.control_socket, self.load_model, self.unload_model)
         self.control.start()
@@ -131,6 +137,33 @@ class Supervisor:
             (run / stale).unlink(missing_ok=True)
         shutil.rmtree(run / "prometheus", ignore_errors=True)
         (run / "prometheus").mkdir()
+
+    def _start_checked(self, spec: ModelSpec) -> list[RuntimeInstance]:
+        """Start a model's runtimes once its backend's packages and its code/requirements.txt are in place."""
+        missing = missing_packages(spec.kind)
+        if missing:
+            why = f"needs the Python package(s) {', '.join(missing)}, which are not installed here"
+            self._model_failed(spec.name, spec.kind, why)
+            return []
+        try:
+            install_requirements(spec, self.settings.run_dir / "python")
+        except StartupError as exc:
+            self._model_failed(spec.name, spec.kind, str(exc))
+            return []
+        return self._start_model(spec)
+
+    def _model_failed(self, name: str, kind: str, why: str) -> None:
+        """A model that cannot start fails start-up (SageMaker's policy), or with SAGESTACK_FAIL_ON_MODEL_ERROR=false
+        is reported as unavailable in /ping's detail and /metrics while the others serve."""
+        reason = f"backend {kind}: {why}"
+        if self.settings.fail_on_model_error:
+            raise StartupError(f"model '{name}' ({reason}); SAGESTACK_FAIL_ON_MODEL_ERROR=false serves the others")
+        if name in self.table.failed:
+            return
+        log(f"model '{name}' is unavailable ({reason}); serving the others")
+        self._remove_model(name)
+        self.table.failed[name] = reason
+        self._write_routes()
 
     def _start_model(self, spec: ModelSpec) -> list[RuntimeInstance]:
         with self.lock:
@@ -265,6 +298,9 @@ class Supervisor:
                 spec = model_spec(name, Path(url))
             except ModelDirError as exc:
                 return 404, {"error": str(exc)}
+            missing = missing_packages(spec.kind)
+            if missing:
+                return 500, {"error": f"model '{name}' (backend {spec.kind}) needs {', '.join(missing)}, not installed"}
             short = memory_shortfall(spec, self.settings.instance_count)
             if short:
                 return 507, {"error": f"not enough memory to load model '{name}': {short}"}
@@ -272,7 +308,7 @@ class Supervisor:
                 return 507, {"error": f"no free ports left in SAGEMAKER_SAFE_PORT_RANGE for model '{name}'"}
             self.loading.add(name)
         try:
-            install_requirements(spec)
+            install_requirements(spec, self.settings.run_dir / "python")
             instances = self._start_model(spec)
             self._write_routes()
             deadline = time.monotonic() + self.settings.wait_time_seconds
@@ -343,13 +379,25 @@ def ping_unix(path: Path) -> int | None:
         conn.close()
 
 
-def install_requirements(spec: ModelSpec) -> None:
-    """`code/requirements.txt` is installed before workers import the handlers (as SageMaker does)."""
+def install_requirements(spec: ModelSpec, prefix: Path) -> None:
+    """`code/requirements.txt` is installed before workers import the handlers (as SageMaker does).
+
+    Into the environment when it is writable (root, a laptop venv); otherwise (a non-root image) into
+    `prefix`, whose site-packages then goes on PYTHONPATH for every child started after it. pip skips
+    what the environment already has, so the prefix holds only what the model adds.
+    """
     if spec.code_dir is None or not (spec.code_dir / "requirements.txt").is_file():
         return
     req = spec.code_dir / "requirements.txt"
-    log(f"model '{spec.name}': pip install -r {req}")
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-input", "-q", "-r", str(req)])
+    argv = [sys.executable, "-m", "pip", "install", "--no-input", "-q", "-r", str(req)]
+    if not os.access(sysconfig.get_path("purelib"), os.W_OK):
+        argv += ["--prefix", str(prefix)]
+        site = sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)})
+        paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if site not in paths:
+            os.environ["PYTHONPATH"] = os.pathsep.join([site, *filter(None, paths)])
+    log(f"model '{spec.name}': pip install -r {req}" + (f" --prefix {prefix}" if "--prefix" in argv else ""))
+    result = subprocess.run(argv)
     if result.returncode != 0:
         raise StartupError(f"model '{spec.name}': installing {req} failed (pip exit {result.returncode})")
 

@@ -6,28 +6,43 @@ runtime takes tensorflow_model_server's flags, so the supervisor treats them all
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 from pathlib import Path
 
 from server.settings import Settings
 
-# kind -> python module implementing it (with `main()`), used when no native binary applies.
+# kind -> (python module implementing it with `main()`, the packages its backend imports), used when no
+# native binary applies. The packages are what a runtime needs installed; `missing_packages` checks them.
 PYTHON_RUNTIMES = {
-    "tensorflow": "server.runtimes.tfs_server",
-    "torchscript": "server.runtimes.torchscript_server",
-    "onnxruntime": "server.runtimes.compiled_server",
-    "tvm": "server.runtimes.compiled_server",
-    "openvino": "server.runtimes.compiled_server",
-    "music_transformer": "server.runtimes.music_server",
+    "tensorflow": ("server.runtimes.tfs_server", ("tensorflow",)),
+    "torchscript": ("server.runtimes.torchscript_server", ("compiler", "torch")),
+    "onnxruntime": ("server.runtimes.compiled_server", ("compiler", "onnxruntime")),
+    "tvm": ("server.runtimes.compiled_server", ("compiler", "tvm")),
+    "openvino": ("server.runtimes.compiled_server", ("compiler", "openvino")),
+    "music_transformer": ("server.runtimes.music_server", ("models", "torch", "mido")),
 }
+
+
+def native_binary(kind: str) -> str | None:
+    return shutil.which("tensorflow_model_server") if kind == "tensorflow" else None
+
+
+def missing_packages(kind: str) -> list[str]:
+    """The Python packages the runtime for `kind` imports that are not installed (found without importing them)."""
+    if kind not in PYTHON_RUNTIMES or native_binary(kind):
+        return []
+    module, packages = PYTHON_RUNTIMES[kind]
+    needed = [module.split(".")[0], *packages]
+    return [name for name in needed if importlib.util.find_spec(name) is None]
 
 
 def command(kind: str, grpc_port: int, rest_port: int, config_file: Path, settings: Settings) -> list[str]:
     if kind not in PYTHON_RUNTIMES:
         raise ValueError(f"no runtime for model kind '{kind}' (known: {sorted(PYTHON_RUNTIMES)})")
-    native = shutil.which("tensorflow_model_server") if kind == "tensorflow" else None
-    argv = [native] if native else [sys.executable, "-m", PYTHON_RUNTIMES[kind]]
+    native = native_binary(kind)
+    argv = [native] if native else [sys.executable, "-m", PYTHON_RUNTIMES[kind][0]]
     argv += [
         f"--port={grpc_port}",
         f"--rest_api_port={rest_port}",

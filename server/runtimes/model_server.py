@@ -142,7 +142,9 @@ class ModelStore:
             mv.servable = self.backend(mv.path)
             warmup(mv.servable)
         except Exception as exc:  # a broken version must not take the others down
-            mv.state, mv.error = State.END, f"{type(exc).__name__}: {exc}"
+            missing = isinstance(exc, ModuleNotFoundError)
+            why = f"the Python module '{exc.name}' is not installed" if missing else type(exc).__name__  # type: ignore[attr-defined]
+            mv.state, mv.error = State.END, f"{why}: {exc}"
             log(f"model '{name}' version {mv.version} failed to load: {mv.error}")
             return
         mv.state = State.AVAILABLE

@@ -1,0 +1,45 @@
+"""The image as SageMaker runs it (`docker run IMAGE serve`), with the full build/model that `make models` writes.
+
+Run by `make image-test` (not by `make test`): it needs the images `make image` builds. SAGESTACK_IMAGES names
+them, space-separated (default sagestack:latest); each gets the whole module of tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from image_helpers import MODEL_DIR, MODELS, PROBE, Container, probe_model, wait_for_ping
+
+from bench.stack import free_port, free_port_range
+from containers.podman import podman
+
+
+@pytest.fixture(scope="module", params=os.environ.get("SAGESTACK_IMAGES", "sagestack:latest").split())
+def container(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    missing = [m for m in MODELS if not (MODEL_DIR / m / "1").is_dir()]
+    if missing:
+        pytest.fail(f"build/model lacks {missing}: run `make models` first")
+    probe = probe_model(tmp_path_factory.mktemp("probe"))
+    port = free_port()
+    name = f"sagestack-image-test-{os.getpid()}-{port}"
+    mounts = [f"--volume={MODEL_DIR / m}:/opt/ml/model/{m}:ro" for m in MODELS]
+    mounts.append(f"--volume={probe}:/opt/ml/model/{PROBE}:ro")
+    podman(
+        "run", "-d", "--name", name, "--network", "host", *mounts,
+        "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", "SAGESTACK_BIND_ADDRESS=127.0.0.1",
+        "-e", f"SAGEMAKER_SAFE_PORT_RANGE={free_port_range(40)}",
+        "-e", "SAGEMAKER_TFS_DEFAULT_MODEL_NAME=half_plus_three",
+        request.param, "serve",
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_ping(url, lambda: podman("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true")
+    except Exception:
+        print(podman("logs", name, check=False).stderr[-6000:])
+        podman("rm", "-f", name, check=False)
+        raise
+    user = podman("image", "inspect", "-f", "{{.Config.User}}", request.param).stdout.strip() or "root"
+    yield Container(name, request.param, url, user)
+    podman("rm", "-f", name, check=False)

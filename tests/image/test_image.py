@@ -1,0 +1,97 @@
+"""Every model family through the image: one real request each, /metrics, then SIGTERM to exit 0."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+import requests
+from image_helpers import PROBE, as_json, invoke
+
+from bench.payloads import payload
+from containers.podman import podman
+
+
+def test_ping_reports_every_model(container):
+    r = requests.get(container.url + "/ping", timeout=5)
+    assert r.status_code == 200 and "7 model(s) AVAILABLE" in r.json()["detail"], r.text
+
+
+def test_half_plus_three(container):
+    assert as_json(invoke(container, "half_plus_three", b'{"instances": [1.0, 2.0]}', "application/json")) == {
+        "predictions": [3.5, 4.0]
+    }
+
+
+def test_credit_risk_json_and_csv(container):
+    sample = payload("credit_risk")  # 5 real applications, CSV with a header
+    csv_answer = as_json(invoke(container, "credit_risk", sample.body, "text/csv"))["predictions"]
+    assert len(csv_answer) == 5 and all(p["label"] in ("low risk", "high risk") for p in csv_answer)
+    lines = sample.body.decode().splitlines()
+    header = lines[0].split(",")
+    records = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+    for record in records:
+        for key, value in record.items():
+            if value.lstrip("-").isdigit():
+                record[key] = int(value)
+    json_answer = as_json(
+        invoke(container, "credit_risk", json.dumps({"instances": records}).encode(), "application/json")
+    )
+    got = [p["probability_high_risk"] for p in json_answer["predictions"]]
+    assert got == pytest.approx([p["probability_high_risk"] for p in csv_answer], abs=1e-6)
+
+
+def test_anomaly_png(container):
+    answer = as_json(invoke(container, "anomaly", payload("anomaly").body, "image/png"))
+    assert answer.keys() >= {"IsAnomalous", "Confidence", "AnomalyScore", "Threshold", "AnomalyMask", "BoundingBox"}
+
+
+def test_yolov4_compiled_and_uncompiled(container):
+    photo = payload("yolov4").body
+    answers = {}
+    for compiled in ("true", "false"):
+        r = invoke(container, "yolov4", photo, "image/jpeg", attrs=f"compiled={compiled}")
+        answers[compiled] = as_json(r)
+        assert r.headers["X-Sagestack-Model"] == ("yolov4_compiled" if compiled == "true" else "yolov4")
+    assert len(answers["true"]) == len(answers["false"]) > 0  # random weights propose many boxes; 100 is the cap
+    for a, b in zip(answers["true"], answers["false"], strict=True):
+        assert a["class_id"] == b["class_id"] and a["box"] == pytest.approx(b["box"], abs=0.5)
+
+
+def test_music_transformer_midi(container):
+    import mido
+
+    sample = payload("music_transformer")
+    r = invoke(container, "music_transformer", sample.body, "audio/midi", accept="audio/midi",
+               attrs="extension_duration=2,seed=3")  # fmt: skip
+    assert r.status_code == 200, r.text[:300]
+    assert r.headers["Content-Type"] == "audio/midi"
+    midi = mido.MidiFile(file=io.BytesIO(r.content))
+    assert midi.length > mido.MidiFile(file=io.BytesIO(sample.body)).length
+
+
+def test_requirements_txt_installs_a_package(container):
+    answer = as_json(invoke(container, PROBE, b'{"instances": [1.0]}', "application/json"))
+    assert answer == {"predictions": [3.5], "probe": 42}
+
+
+def test_a_client_error_is_a_json_4xx(container):
+    r = invoke(container, "anomaly", b"not an image", "image/png")
+    assert 400 <= r.status_code < 500 and "error" in r.json()
+
+
+def test_metrics(container):
+    text = requests.get(container.url + "/metrics", timeout=10).text
+    assert 'sagestack_model_ready{model="yolov4_compiled"} 1.0' in text
+    assert "sagestack_requests_total{" in text and 'model="music_transformer"' in text
+
+
+def test_user_and_sigterm_drains_to_exit_0(container):
+    user = podman("exec", container.name, "id", "-un").stdout.strip()
+    assert user == container.user
+    started = time.monotonic()
+    podman("kill", "--signal", "TERM", container.name)
+    code = podman("wait", container.name, timeout=40).stdout.strip()
+    assert code == "0" and time.monotonic() - started < 30
