@@ -6,7 +6,7 @@ MODEL_DIR ?= build/model
 PORT ?= 8080
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup system-deps models serve test lint format bench k8s k8s-apply image image-test clean
+.PHONY: setup system-deps models serve test lint format bench k8s k8s-apply k8s-local k8s-local-down image image-test clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -52,22 +52,32 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 test: setup lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --ignore=tests/image
 
 bench: setup
 	$(BIN)/sagestack bench overhead --worker-class gevent,gevent_h1c --out build/bench/overhead.json
 
-# The CPU image, built with podman from a debootstrap base (see containers/build_image.sh).
-image:
+# The CPU image, built with podman from a debootstrap base, offline from build/wheelhouse (containers/build_image.sh).
+image: setup
 	containers/build_image.sh sagestack:latest containers/Dockerfile.cpu
 
-# Build, then run the image with a model directory mounted: /ping and /invocations from inside.
+# The image with every model of build/model, as root and as a non-root user (RUN_AS=sagestack: the same
+# layers but the last two), then every Kubernetes overlay under `podman kube play` (tests/image).
 image-test: image models
-	containers/test_image.sh sagestack:latest $(MODEL_DIR)
+	containers/build_image.sh sagestack:nonroot containers/Dockerfile.cpu --build-arg RUN_AS=sagestack
+	SAGESTACK_IMAGES="sagestack:latest sagestack:nonroot" $(BIN)/pytest -q -p no:cacheprovider tests/image
 
 # Render every overlay into build/k8s/<overlay>.yaml (kubectl kustomize, offline).
 k8s: setup
 	KUBECTL=$(BIN)/kubectl k8s/render.sh build/k8s
+
+# One overlay under `podman kube play` (Deployment, ConfigMap; the model from a local moto S3), until /ping is 200.
+OVERLAY ?= half_plus_three
+k8s-local: image models
+	$(BIN)/python -m containers.k8s_local up $(OVERLAY)
+
+k8s-local-down:
+	$(BIN)/python -m containers.k8s_local down $(OVERLAY)
 
 # Apply them with the user's own kubectl and cluster context.
 k8s-apply: k8s
