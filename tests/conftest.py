@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
-from bench.stack import Stack, start_stack
+from bench.stack import ROOT, Stack, free_port, start_stack
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -52,3 +55,34 @@ def stack(request: pytest.FixtureRequest, model_dir: Path, tmp_path_factory: pyt
     )
     yield s
     assert s.stop() == 0
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    """A real moto server (S3, ECR, SageMaker, ...) on loopback, for real boto3 calls."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url + "/moto-api/", timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def aws(moto_url, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return moto_url

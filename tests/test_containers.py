@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -37,8 +38,14 @@ def test_sagemaker_contract(dockerfile):
     assert "EXPOSE 8080" in text and "/opt/ml/model" in text
     assert "com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true" in text
     assert "com.amazonaws.sagemaker.capabilities.multi-models=true" in text
-    # Dependencies are installed before the code is copied (layer caching).
-    assert text.index("pip install -r") < text.index("COPY server")
+    # Dependencies are installed before the code is copied (layer caching), in the final stage, from the
+    # wheels the builder stage made for source-only pins; the compiler stays in the builder.
+    final = text[text.rindex("\nFROM ") :]
+    assert re.search(r"pip install -q -r /tmp/serving.txt .*--find-links /built", final)
+    assert final.index("/tmp/serving.txt") < final.index("COPY server")
+    assert "FROM system AS wheels" in text and "gcc" in text[: text.rindex("\nFROM ")] and "gcc" not in final
+    # Every served path is in the image; tooling is not.
+    assert "COPY compiler" in final and "COPY models" in final and "COPY bench" not in text
     assert "ARG RUN_AS" in text and "USER ${RUN_AS}" in text
 
 
@@ -70,3 +77,22 @@ def test_serve_script_runs_the_stack_like_docker_run_image_serve(hpt_base, tmp_p
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(40) == 0
+
+
+def test_image_requirements_split_serving_from_tooling():
+    """The image installs what the served paths import: torch's CPU build, never tooling."""
+    cpu = subprocess.run(
+        [sys.executable, "containers/requirements.py", "serving", "--cpu"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.split()
+    names = {line.split("==")[0].split("[")[0] for line in cpu}
+    assert "torch==2.13.0+cpu" in cpu and {"tensorflow-cpu", "onnxruntime", "openvino", "apache-tvm"} <= names
+    assert not names & {"locust", "music21", "pyarrow", "scikit-learn", "pytest", "onnx", "xgboost-cpu"}
+    gpu = subprocess.run(
+        [sys.executable, "containers/requirements.py", "serving", "--gpu"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.split()
+    assert "torch==2.13.0" in gpu and "tensorflow[and-cuda]==2.21.0" in gpu
+    source = [sys.executable, "containers/requirements.py", "pip-source"]
+    empty = subprocess.run([*source, "/nonexistent", "https://idx"], capture_output=True, text=True, cwd=ROOT)
+    assert empty.stdout.split() == ["--extra-index-url", "https://idx"]
+    local = subprocess.run([*source, str(ROOT / "containers"), "x"], capture_output=True, text=True, cwd=ROOT)
+    assert local.stdout.split() == ["--no-index", "--find-links", str(ROOT / "containers")]

@@ -10,40 +10,10 @@ import time
 
 import boto3
 import pytest
-import requests
 
-from bench.stack import ROOT, free_port
-from containers.sagemaker_sync import PushRequest, SageMakerSync, SyncError, pack_model
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url + "/moto-api/", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(10)
-
-
-@pytest.fixture
-def aws(moto_url, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    return moto_url
+from bench.stack import ROOT
+from containers.sagemaker_sync import PushRequest, SageMakerSync, SyncError, endpoint_models
+from server.model_archive import ArchiveError, pack
 
 
 @pytest.fixture(scope="module")
@@ -142,10 +112,38 @@ def test_clear_errors(aws, models, monkeypatch, tmp_path):
         SageMakerSync(boto3.Session()).push(request(models, "x"))
 
 
-def test_model_tarball_is_deterministic(models):
-    assert pack_model(models, "half_plus_three") == pack_model(models, "half_plus_three")
-    with pytest.raises(SyncError, match="does not exist"):
-        pack_model(models, "nothing")
+def test_model_tarball_is_deterministic(models, tmp_path):
+    """The same files give the same bytes even when copied at another time (times, owners zeroed)."""
+    time.sleep(1.1)
+    copy = tmp_path / "copy"
+    shutil.copytree(models / "half_plus_three", copy / "half_plus_three")  # new mtimes
+    for path in (copy / "half_plus_three").rglob("*"):
+        os.utime(path, (time.time() + 3600, time.time() + 3600))
+    assert pack(models, ["half_plus_three"]) == pack(copy, ["half_plus_three"])
+    with pytest.raises(ArchiveError, match="does not exist"):
+        pack(models, ["nothing"])
+
+
+def test_an_endpoint_ships_its_compiled_twin(models, tmp_path):
+    shutil.copytree(models / "half_plus_three", tmp_path / "m")
+    assert endpoint_models(tmp_path, "m") == ["m"]
+    shutil.copytree(models / "half_plus_three", tmp_path / "m_compiled")
+    assert endpoint_models(tmp_path, "m") == ["m", "m_compiled"]
+
+
+def test_dry_run_needs_no_image_and_no_credentials(models, monkeypatch, tmp_path):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    lines = []
+    req = PushRequest("half_plus_three", "hpt-plan", "ml.c5.xlarge", models, image="never-built:1", dry_run=True,
+                      autoscale=(1, 2))  # fmt: skip
+    steps = SageMakerSync(boto3.Session(region_name="us-east-1"), log=lines.append).push(req)
+    planned = {s.what for s in steps if s.action == "planned"}
+    assert planned >= {"image", "ECR repository", "S3 bucket", "model.tar.gz", "Model", "EndpointConfig", "Endpoint"}
+    assert any("never-built:1" in line for line in lines) and any("autoscaling" in line for line in lines)
 
 
 def test_cli_dry_run_prints_the_plan(aws, models):
