@@ -85,3 +85,17 @@ def test_missing_schema_fails():
         kubernetes_validate.validate(
             {"apiVersion": "example.com/v1", "kind": "Nope", "metadata": {"name": "x"}}, K8S_VERSION, strict=True
         )
+
+
+def test_every_model_family_has_an_overlay_and_gets_its_model_from_the_init_container(rendered):
+    assert set(OVERLAYS) >= {"half_plus_three", "credit_risk", "anomaly", "yolov4", "music_transformer"}
+    for overlay in OVERLAYS:
+        docs = documents(rendered, overlay)
+        pod = by_kind(docs, "Deployment")["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        assert init["command"] == ["sagestack", "fetch-model"] and init["image"] == pod["containers"][0]["image"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes["models"]  # filled by the initContainer, not a PVC nobody fills
+        assert init["volumeMounts"][0]["mountPath"] == "/opt/ml/model"
+        assert by_kind(docs, "ConfigMap")["data"]["SAGESTACK_MODEL_URL"].startswith("s3://")
+        assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
