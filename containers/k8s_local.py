@@ -25,7 +25,7 @@ import requests
 import yaml
 
 from bench.stack import ROOT, free_port, free_port_range
-from containers.podman import podman
+from containers.podman import podman, wait_for_ping
 from containers.sagemaker_sync import endpoint_models
 from server.model_archive import pack
 
@@ -36,8 +36,8 @@ LOCAL_DIR = ROOT / "build" / "k8s" / "local"
 @dataclass
 class LocalPod:
     overlay: str
-    manifest: Path
     url: str
+    pod: str  # podman's name for the Deployment's pod
 
 
 def log(message: str) -> None:
@@ -68,7 +68,7 @@ def start_moto() -> tuple[subprocess.Popen, str]:
         except requests.ConnectionError:
             time.sleep(0.2)
     proc.kill()
-    raise SystemExit("k8s-local: the moto server did not start")
+    raise RuntimeError(f"the moto server on {url} did not answer within 30 s")
 
 
 def upload(s3_url: str, model_dir: Path, model: str) -> str:
@@ -128,7 +128,8 @@ def up(overlay: str, model_dir: Path = ROOT / "build" / "model", port: int | Non
         played = podman("kube", "play", "--network", "host", str(manifest), check=False)
         if played.returncode != 0:
             raise SystemExit(f"k8s-local: podman kube play failed: {played.stderr.strip()[-2000:]}")
-        pod = LocalPod(overlay, manifest, f"http://127.0.0.1:{port}")
+        deployment = next(d for d in docs if d["kind"] == "Deployment")["metadata"]["name"]
+        pod = LocalPod(overlay, f"http://127.0.0.1:{port}", f"{deployment}-pod-0")
         wait_ready(pod)
     finally:
         moto.terminate()  # the initContainer has fetched the model, or failed
@@ -137,22 +138,13 @@ def up(overlay: str, model_dir: Path = ROOT / "build" / "model", port: int | Non
     return pod
 
 
-def wait_ready(pod: LocalPod, timeout: float = 420) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(pod.url + "/ping", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    logs = podman("pod", "logs", "--tail", "40", f"{_deployment_name(pod.manifest)}-pod-0", check=False)
-    down(pod.overlay)
-    raise SystemExit(f"k8s-local: {pod.overlay} not ready after {timeout:.0f} s\n{logs.stdout}{logs.stderr}")
-
-
-def _deployment_name(manifest: Path) -> str:
-    return next(d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "Deployment")["metadata"]["name"]
+def wait_ready(pod: LocalPod) -> None:
+    try:
+        wait_for_ping(pod.url)
+    except TimeoutError as exc:
+        logs = podman("pod", "logs", "--tail", "40", pod.pod, check=False)
+        down(pod.overlay)
+        raise SystemExit(f"k8s-local: {pod.overlay}: {exc}\n{logs.stdout}{logs.stderr}") from None
 
 
 def down(overlay: str) -> None:

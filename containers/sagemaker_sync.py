@@ -219,8 +219,9 @@ class SageMakerSync:
 
     # ---- 2. S3 --------------------------------------------------------------------------------
     def upload_model(self, req: PushRequest, account: str, region: str) -> str:
+        models = endpoint_models(req.model_dir, req.model)
         try:
-            data = model_archive.pack(req.model_dir, endpoint_models(req.model_dir, req.model))
+            data = model_archive.pack(req.model_dir, models)
         except model_archive.ArchiveError as exc:
             raise SyncError(str(exc)) from None
         digest = hashlib.sha256(data).hexdigest()[:16]
@@ -228,7 +229,7 @@ class SageMakerSync:
         key = f"models/{req.model}/{digest}/model.tar.gz"
         url = f"s3://{bucket}/{key}"
         s3 = self.client("s3")
-        carries = " + ".join(endpoint_models(req.model_dir, req.model))
+        carries = " + ".join(models)
         if self._lookup(lambda: s3.head_bucket(Bucket=bucket)):
             pass
         elif req.dry_run:

@@ -83,6 +83,11 @@ class Settings:
         return self.run_dir / "control.sock"
 
     @property
+    def requirements_prefix(self) -> Path:
+        """Where a model's code/requirements.txt goes when the environment is not writable (a non-root image)."""
+        return self.run_dir / "python"
+
+    @property
     def gunicorn_socket(self) -> Path:
         return self.run_dir / "gunicorn.sock"
 

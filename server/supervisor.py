@@ -140,13 +140,12 @@ class Supervisor:
 
     def _start_checked(self, spec: ModelSpec) -> list[RuntimeInstance]:
         """Start a model's runtimes once its backend's packages and its code/requirements.txt are in place."""
-        missing = missing_packages(spec.kind)
-        if missing:
-            why = f"needs the Python package(s) {', '.join(missing)}, which are not installed here"
+        why = backend_missing(spec.kind)
+        if why:
             self._model_failed(spec.name, spec.kind, why)
             return []
         try:
-            install_requirements(spec, self.settings.run_dir / "python")
+            install_requirements(spec, self.settings.requirements_prefix)
         except StartupError as exc:
             self._model_failed(spec.name, spec.kind, str(exc))
             return []
@@ -298,9 +297,9 @@ class Supervisor:
                 spec = model_spec(name, Path(url))
             except ModelDirError as exc:
                 return 404, {"error": str(exc)}
-            missing = missing_packages(spec.kind)
-            if missing:
-                return 500, {"error": f"model '{name}' (backend {spec.kind}) needs {', '.join(missing)}, not installed"}
+            why = backend_missing(spec.kind)
+            if why:
+                return 500, {"error": f"model '{name}' (backend {spec.kind}) {why}"}
             short = memory_shortfall(spec, self.settings.instance_count)
             if short:
                 return 507, {"error": f"not enough memory to load model '{name}': {short}"}
@@ -308,7 +307,7 @@ class Supervisor:
                 return 507, {"error": f"no free ports left in SAGEMAKER_SAFE_PORT_RANGE for model '{name}'"}
             self.loading.add(name)
         try:
-            install_requirements(spec, self.settings.run_dir / "python")
+            install_requirements(spec, self.settings.requirements_prefix)
             instances = self._start_model(spec)
             self._write_routes()
             deadline = time.monotonic() + self.settings.wait_time_seconds
@@ -377,6 +376,12 @@ def ping_unix(path: Path) -> int | None:
         return None
     finally:
         conn.close()
+
+
+def backend_missing(kind: str) -> str | None:
+    """Why the runtime for `kind` cannot start here (its Python packages are missing), or None."""
+    missing = missing_packages(kind)
+    return f"needs the Python package(s) {', '.join(missing)}, which are not installed here" if missing else None
 
 
 def install_requirements(spec: ModelSpec, prefix: Path) -> None:

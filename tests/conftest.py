@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
-from bench.stack import ROOT, Stack, free_port, start_stack
+from bench.stack import Stack, start_stack
+from containers.k8s_local import start_moto
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -60,20 +58,7 @@ def stack(request: pytest.FixtureRequest, model_dir: Path, tmp_path_factory: pyt
 @pytest.fixture(scope="session")
 def moto_url():
     """A real moto server (S3, ECR, SageMaker, ...) on loopback, for real boto3 calls."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url + "/moto-api/", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.2)
+    proc, url = start_moto()
     yield url
     proc.terminate()
     proc.wait(10)

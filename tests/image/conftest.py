@@ -10,10 +10,10 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from image_helpers import MODEL_DIR, MODELS, PROBE, Container, probe_model, wait_for_ping
+from image_helpers import MODEL_DIR, MODELS, PROBE, Container, probe_model
 
 from bench.stack import free_port, free_port_range
-from containers.podman import podman
+from containers.podman import podman, wait_for_ping
 
 
 @pytest.fixture(scope="module", params=os.environ.get("SAGESTACK_IMAGES", "sagestack:latest").split())

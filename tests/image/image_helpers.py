@@ -1,15 +1,11 @@
-"""Helpers for the image tests: the probe model, waiting for /ping, one invocation."""
+"""Helpers for the image tests: the probe model, one invocation."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import requests
 
 from bench.stack import ROOT
 
@@ -50,33 +46,3 @@ def probe_model(root: Path) -> Path:
         '    return json.dumps(body), "application/json"\n'
     )
     return base
-
-
-def wait_for_ping(url: str, alive, timeout: float = 420) -> float:
-    """Seconds until /ping says 200; fails when the container stops or the time runs out."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if requests.get(url + "/ping", timeout=2).status_code == 200:
-                return time.monotonic() - started
-        except requests.RequestException:
-            pass
-        if not alive():
-            raise AssertionError("the container stopped before /ping said 200")
-        time.sleep(1)
-    raise AssertionError(f"/ping not 200 after {timeout:.0f} s")
-
-
-def invoke(container: Container, model: str, body: bytes, content_type: str, accept: str = "application/json",
-           attrs: str = "") -> requests.Response:  # fmt: skip
-    headers = {
-        "Content-Type": content_type,
-        "Accept": accept,
-        "X-Amzn-SageMaker-Custom-Attributes": f"tfs-model-name={model}" + (f",{attrs}" if attrs else ""),
-    }
-    return requests.post(container.url + "/invocations", data=body, headers=headers, timeout=120)
-
-
-def as_json(response: requests.Response) -> dict:
-    assert response.status_code == 200, response.text[:500]
-    return json.loads(response.content)
