@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import requests
 
 from bench.stack import ROOT
 
@@ -46,3 +49,18 @@ def probe_model(root: Path) -> Path:
         '    return json.dumps(body), "application/json"\n'
     )
     return base
+
+
+def invoke(container: Container, model: str, body: bytes, content_type: str, accept: str = "application/json",
+           attrs: str = "") -> requests.Response:  # fmt: skip
+    headers = {
+        "Content-Type": content_type,
+        "Accept": accept,
+        "X-Amzn-SageMaker-Custom-Attributes": f"tfs-model-name={model}" + (f",{attrs}" if attrs else ""),
+    }
+    return requests.post(container.url + "/invocations", data=body, headers=headers, timeout=120)
+
+
+def as_json(response: requests.Response) -> dict:
+    assert response.status_code == 200, response.text[:500]
+    return json.loads(response.content)
