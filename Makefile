@@ -6,7 +6,7 @@ MODEL_DIR ?= build/model
 PORT ?= 8080
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup system-deps models serve test lint format bench k8s k8s-apply k8s-local k8s-local-down image image-test clean
+.PHONY: setup system-deps models serve test lint format bench k8s k8s-env k8s-apply k8s-local k8s-local-down image image-test clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -67,9 +67,15 @@ image-test: image models
 	containers/build_image.sh sagestack:nonroot containers/Dockerfile.cpu --build-arg RUN_AS=sagestack
 	SAGESTACK_IMAGES="sagestack:latest sagestack:nonroot" $(BIN)/pytest -q -p no:cacheprovider tests/image
 
-# Render every overlay into build/k8s/<overlay>.yaml (kubectl kustomize, offline).
-k8s: setup
+# Render every overlay into build/k8s/<overlay>.yaml (kubectl kustomize, offline), after k8s-env.
+k8s: setup k8s-env
 	KUBECTL=$(BIN)/kubectl k8s/render.sh build/k8s
+
+# k8s/base/serving.env: the defaults of the variables it names, from server/settings.py (tests check it is current).
+k8s-env: setup
+	@vars=$$(sed -n 's/^\([A-Z_]*\)=.*/\1/p' k8s/base/serving.env); \
+	{ echo "# SageMaker's serving variables, their defaults from server/settings.py (make k8s-env); overlays merge their tuned values (sagestack tune) over these."; \
+	  env -i SAGESTACK_MODEL_DIR=/opt/ml/model $(abspath $(BIN))/sagestack config --env $$vars; } > k8s/base/serving.env.new && mv k8s/base/serving.env.new k8s/base/serving.env
 
 # One overlay under `podman kube play` (Deployment, ConfigMap; the model from a local moto S3), until /ping is 200.
 OVERLAY ?= half_plus_three

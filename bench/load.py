@@ -173,7 +173,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     users = [int(u) for u in args.users.split(",")]
     report = run_steps(args.url, args.model, users, args.step_seconds, args.tool, args.loadgen_cpus or None)
     report["slo_ms"] = args.slo_ms

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from server.settings import env_defaults, write_env_file
+
 SPACE: dict[str, list[Any]] = {
     "SAGEMAKER_GUNICORN_WORKERS": [1, 2, 4],
     "SAGEMAKER_GUNICORN_WORKER_CLASS": ["gevent", "gevent_h1c", "gevent_pywsgi", "gthread"],
@@ -30,15 +32,6 @@ SPACE: dict[str, list[Any]] = {
     "SAGEMAKER_TFS_INTER_OP_PARALLELISM": [0, 1, 2],
     "SAGEMAKER_TFS_INTRA_OP_PARALLELISM": [0, 1, 2],
     "SAGEMAKER_TFS_ENABLE_BATCHING": ["false", "true"],
-}
-SAGEMAKER_DEFAULTS = {
-    "SAGEMAKER_GUNICORN_WORKERS": 1,
-    "SAGEMAKER_GUNICORN_WORKER_CLASS": "gevent",
-    "SAGEMAKER_TFS_INSTANCE_COUNT": 1,
-    "OMP_NUM_THREADS": 1,
-    "SAGEMAKER_TFS_INTER_OP_PARALLELISM": 0,
-    "SAGEMAKER_TFS_INTRA_OP_PARALLELISM": 0,
-    "SAGEMAKER_TFS_ENABLE_BATCHING": "false",
 }
 GTHREAD_THREADS = 8
 COLUMNS = [
@@ -52,6 +45,14 @@ COLUMNS = [
 ]
 
 Config = dict[str, Any]
+
+
+def sagemaker_defaults(space: dict[str, list[Any]]) -> Config:
+    """The searched variables' defaults, from the settings module, typed like the space's values."""
+    defaults = env_defaults()
+    return {name: type(values[0])(defaults[name]) for name, values in space.items() if name in defaults}
+
+
 Measure = Callable[[Config, float, int], dict[str, Any]]  # (config, seconds, repeat) -> one load step's result
 
 
@@ -198,19 +199,12 @@ def table(history: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_env(config: Config, path: Path, note: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {note}"] + [f"{k}={v}" for k, v in sorted(env_for(config).items())]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     space = json.loads(args.space) if args.space else SPACE
     full = grid(space)
     rng = random.Random(args.seed)
     configs = full if len(full) <= args.configs else rng.sample(full, args.configs)
-    default = {k: v for k, v in SAGEMAKER_DEFAULTS.items() if k in space}
+    default = sagemaker_defaults(space)
     if default in full and default not in configs:
         configs[0] = default  # always measure SageMaker's defaults, for the comparison
     out_dir = args.out_dir
@@ -248,9 +242,8 @@ def main(args: argparse.Namespace) -> int:
         d = defaults[0]  # measured in the same rung, for as long as the winner
         report["sagemaker_defaults"] = {"tps": d["tps"], "p95_ms": d["p95_ms"], "seconds": d["seconds"]}
         report["speedup_vs_defaults"] = best_record["tps"] / d["tps"] if d["tps"] else None
-    env_path = write_env(
-        best, out_dir / f"{args.model}.env", f"sagestack tune --model {args.model} --slo-ms {args.slo_ms}"
-    )
+    note = f"sagestack tune --model {args.model} --slo-ms {args.slo_ms}"
+    env_path = write_env_file(out_dir / f"{args.model}.env", env_for(best), note)
     report["env_file"] = str(env_path)
     (out_dir / f"{args.model}.json").write_text(json.dumps(report, indent=2))
     print(table(history))

@@ -75,19 +75,6 @@ class Step:
     detail: str = ""
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    env = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if "=" not in line:
-            raise SyncError(f"{path}:{n}: expected KEY=VALUE, got {line!r}")
-        key, value = line.split("=", 1)
-        env[key.strip()] = value.strip()
-    return env
-
-
 def short_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 

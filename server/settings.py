@@ -102,7 +102,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        e = _Env(os.environ if env is None else env)
+        return cls._read(_Env(os.environ if env is None else env))
+
+    @classmethod
+    def _read(cls, e: _Env) -> Settings:
         cpus = os.cpu_count() or 1
         return cls(
             bind_port=e.integer("SAGEMAKER_BIND_TO_PORT", 8080, lo=1, hi=65535),
@@ -139,18 +142,69 @@ class Settings:
         )
 
 
+class EnvFileError(ValueError):
+    """An env file line is not KEY=VALUE; the message names the file and line."""
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (blank lines and # comments skipped), as `sagestack tune` writes and `--env-file` takes."""
+    env = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" not in line:
+            raise EnvFileError(f"{path}:{n}: expected KEY=VALUE, got {line!r}")
+        key, value = line.split("=", 1)
+        env[key.strip()] = value.strip()
+    return env
+
+
+def write_env_file(path: Path, env: Mapping[str, object], note: str) -> Path:
+    """The reverse of read_env_file: a `# note` line, then KEY=VALUE lines in name order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([f"# {note}", *(f"{k}={v}" for k, v in sorted(env.items()))]) + "\n")
+    return path
+
+
 def _default_model_dir() -> Path:
     opt = Path("/opt/ml/model")
     return opt if opt.is_dir() else Path("build/model").resolve()
 
 
+def env_values(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every variable the settings read, with the value it resolved to in `env` (default: the environment).
+
+    With an empty mapping these are SageMaker's defaults (and ours): the tuner's baseline and
+    k8s/base/serving.env come from here, so no one restates them. Values that depend on the machine
+    (CPU count, model directory) are as this machine has them.
+    """
+    e = _Env(os.environ if env is None else env)
+    Settings._read(e)
+    return {name: _env_text(value) for name, value in e.seen.items() if value is not None}
+
+
+def env_defaults() -> dict[str, str]:
+    return env_values({})
+
+
+def _env_text(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return "-".join(str(v) for v in value)
+    return str(value)
+
+
 class _Env:
-    """Typed, validated access to one environment mapping."""
+    """Typed, validated access to one environment mapping; `seen` keeps what each variable resolved to."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
+        self.seen: dict[str, object] = {}
 
     def _raw(self, name: str) -> str | None:
+        self.seen.setdefault(name, None)
         value = self.env.get(name)
         if value is None or value.strip() == "":
             return None
@@ -218,6 +272,21 @@ class _Env:
         if raw is None or raw == "auto":
             return "auto"
         return str(self.integer(name, 1, lo=1, hi=64))
+
+
+def _recorded(method):
+    """Record what an _Env accessor returned under the variable's name (for env_defaults)."""
+
+    def read(self: _Env, name: str, *args, **kwargs):
+        value = method(self, name, *args, **kwargs)
+        self.seen[name] = value
+        return value
+
+    return read
+
+
+for _name in ("text", "integer", "number", "boolean", "choice", "path", "port_range", "nginx_workers"):
+    setattr(_Env, _name, _recorded(getattr(_Env, _name)))
 
 
 def _bounded(name: str, value: _Num, lo: _Num | None, hi: _Num | None) -> _Num:

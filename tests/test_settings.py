@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.stack import ROOT
-from server.settings import Settings, SettingsError
+from server.settings import EnvFileError, Settings, SettingsError, env_defaults, read_env_file, write_env_file
 
 
 def test_defaults_match_sagemaker():
@@ -75,9 +75,9 @@ def test_bad_values_name_the_variable(name, value):
         Settings.from_env({name: value})
 
 
-def sagestack(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def sagestack(command: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """The real CLI in a clean environment (only what the test sets)."""
-    argv = [sys.executable, "-m", "server.cli", command]
+    argv = [sys.executable, "-m", "server.cli", command, *args]
     return subprocess.run(
         argv, env={"PATH": "/usr/bin:/bin", **env}, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -110,3 +110,37 @@ def test_too_small_port_range_fails_start_up(hpt_base, tmp_path):
     result = sagestack("serve", env)
     assert result.returncode == 1
     assert "SAGEMAKER_SAFE_PORT_RANGE 23000-23002 has room for 1" in result.stderr
+
+
+def test_k8s_serving_env_holds_the_settings_defaults():
+    """k8s/base/serving.env is generated (make k8s-env); regenerate it the same way and compare."""
+    committed = (ROOT / "k8s" / "base" / "serving.env").read_text().splitlines()
+    names = [line.split("=", 1)[0] for line in committed if line and not line.startswith("#")]
+    assert "SAGEMAKER_GUNICORN_WORKERS" in names and "SAGESTACK_MODEL_DIR" in names
+    result = sagestack("config", {"SAGESTACK_MODEL_DIR": "/opt/ml/model"}, "--env", *names)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in committed if not line.startswith("#")] == result.stdout.splitlines()
+
+
+def test_config_env_refuses_an_unknown_variable():
+    result = sagestack("config", {}, "--env", "SAGEMAKER_GUNICORN_WORKERZ")
+    assert result.returncode != 0
+    assert "not a setting: SAGEMAKER_GUNICORN_WORKERZ" in result.stderr
+
+
+def test_env_defaults_follow_the_settings_defaults():
+    defaults = env_defaults()
+    s = Settings.from_env({})
+    assert defaults["SAGEMAKER_GUNICORN_WORKERS"] == str(s.gunicorn_workers)
+    assert defaults["SAGEMAKER_TFS_ENABLE_BATCHING"] == "false"
+    assert defaults["SAGEMAKER_SAFE_PORT_RANGE"] == "9000-9999"
+    assert "SAGEMAKER_TFS_DEFAULT_MODEL_NAME" not in defaults  # unset means no default model
+
+
+def test_env_file_round_trip_and_errors(tmp_path):
+    path = write_env_file(tmp_path / "tuned.env", {"B": "2", "A": "x=y"}, "note")
+    assert path.read_text() == "# note\nA=x=y\nB=2\n"
+    assert read_env_file(path) == {"A": "x=y", "B": "2"}
+    (tmp_path / "bad.env").write_text("A=1\nnot a pair\n")
+    with pytest.raises(EnvFileError, match=r"bad.env:2: expected KEY=VALUE"):
+        read_env_file(tmp_path / "bad.env")

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from bench.load import knee
-from bench.tune import env_for, grid, main, objective, successive_halving
+from bench.tune import env_for, grid, objective, run, successive_halving
 
 
 def steps(tps, p95):
@@ -97,7 +97,7 @@ def test_tiny_real_sweep(model_dir, tmp_path):
         loadgen_cpus="",
         seed=0,
     )
-    assert main(args) == 0
+    assert run(args) == 0
     report = json.loads((tmp_path / "half_plus_three.json").read_text())
     assert report["configurations_measured"] == 2 and report["best"]["tps"] > 0
     env = (tmp_path / "half_plus_three.env").read_text()
@@ -105,5 +105,5 @@ def test_tiny_real_sweep(model_dir, tmp_path):
     measurements = json.loads((tmp_path / "half_plus_three_measurements.json").read_text())["measurements"]
     assert sorted(m["repeat"] for m in measurements) == [0, 0, 1, 1]  # 2 interleaved rounds of the last rung
     # Resuming reuses the measurements instead of restarting the stack.
-    assert main(args) == 0
+    assert run(args) == 0
     assert len(json.loads((tmp_path / "half_plus_three_measurements.json").read_text())["measurements"]) == 4

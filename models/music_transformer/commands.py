@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 from models.music_transformer.melodies import MELODIES
@@ -13,7 +12,8 @@ DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "music_transformer.pt"
 DEFAULT_METRICS = Path("build/reports/music/metrics.json")
 
 
-def add_parsers(parser: argparse.ArgumentParser, fn: Callable[[argparse.Namespace], int]) -> None:
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("music", help="DeepComposer-style melody extension")
     sub = parser.add_subparsers(dest="action", required=True)
     t = sub.add_parser("train", help="train on the Bach chorales (progress, checkpoints, --resume)")
     t.add_argument("--config", choices=["default", "tiny"], default="default")
@@ -45,7 +45,7 @@ def add_parsers(parser: argparse.ArgumentParser, fn: Callable[[argparse.Namespac
     pl.add_argument("--out", type=Path, required=True)
     pl.add_argument("--split", type=float, help="seconds where the extension starts (coloured apart)")
     for p in (t, e, x, pl):
-        p.set_defaults(fn=fn)
+        p.set_defaults(fn=run)
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,34 @@
+"""`sagestack compile`: SageMaker Neo's compilation job (torch and the backends imported on use)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from compiler.job import Tuning, compile_model
+
+    try:
+        shape = json.loads(args.input_shape)
+        backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+        tuning = Tuning(args.tune_trials, args.trials_per_task)
+        compile_model(args.model_tar, args.framework, shape, args.target, args.out, args.runs, backends, tuning)
+    except (ValueError, RuntimeError) as exc:
+        raise SystemExit(f"sagestack compile: {exc}") from None
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("compile", help="Neo-style compilation of a traced model.tar.gz")
+    c.add_argument("model_tar", type=Path)
+    c.add_argument("--framework", default="pytorch")
+    c.add_argument("--input-shape", required=True, help="e.g. '{\"input0\": [1, 3, 416, 416]}'")
+    c.add_argument("--target", default="this_machine", help="ml_c5, ml_m5, ml_c6i, ... or this_machine")
+    c.add_argument("--out", type=Path, required=True, help="model base directory for the compiled model")
+    c.add_argument("--runs", type=int, default=10, help="timed runs per backend")
+    c.add_argument("--backends", default="tvm,onnxruntime,openvino", help="candidates; the fastest passing wins")
+    c.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials to add to the target's database")
+    c.add_argument("--trials-per-task", type=int, default=64, help="MetaSchedule trials per task (this run)")
+    c.set_defaults(fn=cmd_compile)
