@@ -26,12 +26,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from bench.cnn_zoo import MODELS
+    from compiler.artifact import pack_model_tar
     from compiler.job import Tuning, compile_model, median_ms
-    from models.yolov4.build import pack_model_tar
+    from server.settings import Settings
 
     unknown = set(args.models) - set(MODELS)
     if unknown:
         raise SystemExit(f"bench compile: unknown model(s) {sorted(unknown)} (have: {', '.join(MODELS)})")
+    tuning_root = Settings.from_env().tuning_dir
     work = Path(tempfile.mkdtemp(prefix="sagestack-bench-compile-"))
     rows: dict[str, dict[str, Any]] = {}
     for name in args.models:
@@ -52,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
                              tuning=Tuning(use_database=False))  # fmt: skip
         candidates = list(meta["candidates"])
         if args.tune_trials:
+            tuning = Tuning(args.tune_trials, args.trials_per_task, root=tuning_root)
             tuned = compile_model(tar, "pytorch", {"input0": shape}, args.target, work / f"{name}_tuned", args.runs,
-                                  backends=("tvm",), tuning=Tuning(args.tune_trials, args.trials_per_task),
-                                  tuning_key=f"bench-{name}")  # fmt: skip
+                                  backends=("tvm",), tuning=tuning, tuning_key=f"bench-{name}")  # fmt: skip
             candidates += tuned["candidates"]
         compile_s, parity = {}, {}
         for c in candidates:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen, peers
-from bench.stack import free_port, start_stack
+from bench.stack import demo_model_dir, free_port, start_stack
 
 BODY = json.dumps({"instances": [1.0, 2.0, 5.0]}).encode()
 HEADERS = {"Content-Type": "application/json"}
@@ -32,15 +32,6 @@ EXPECTED = [3.5, 4.0, 5.5]
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def model_dir(work: Path) -> Path:
-    from models.half_plus_three.build import build
-
-    base = work / "model" / "half_plus_three"
-    if not (base / "1" / "saved_model.pb").exists():
-        build(base)
-    return work / "model"
 
 
 def _inprocess(model_dir: Path):
@@ -88,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / "overhead"
-    models = model_dir(work)
+    models = demo_model_dir(work)
     classes: list[str] = args.worker_class
     stacks = {}
     kserve = None

@@ -23,7 +23,7 @@ from typing import Any
 import requests
 
 from bench import loadgen
-from containers.sagemaker_sync import read_env_file
+from server.settings import read_env_file
 
 VENVS = Path("build/venvs")
 SERVERS = Path(__file__).with_name("peer_servers")
@@ -149,8 +149,7 @@ def start_ours(name: str, model_dir: Path, env: dict[str, str]) -> Server:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.overhead import model_dir as demo_model_dir
-    from bench.stack import free_port
+    from bench.stack import demo_model_dir, free_port
 
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -91,3 +91,13 @@ def start_stack(model_dir: Path | None, run_dir: Path, cpus: str | None = None, 
         time.sleep(0.2)
     stack.stop()
     raise RuntimeError("stack did not become ready")
+
+
+def demo_model_dir(work: Path) -> Path:
+    """A model directory holding half_plus_three (built once under `work`), the benchmarks' shared subject."""
+    from models.half_plus_three.build import build
+
+    base = work / "model" / "half_plus_three"
+    if not (base / "1" / "saved_model.pb").exists():
+        build(base)
+    return work / "model"

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 import tempfile
 from pathlib import Path
 
 from server.model_archive import unpack
+
+
+def pack_model_tar(traced, path: Path) -> Path:
+    """A traced module as model.tar.gz holding model.pth, as SageMaker Neo's PyTorch sample packs it."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf)
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("model.pth")
+        info.size = buf.tell()
+        buf.seek(0)
+        tar.addfile(info, buf)
+    return path
 
 
 def load_traced(artifact: Path):

@@ -9,11 +9,12 @@ from pathlib import Path
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from compiler.job import Tuning, compile_model
+    from server.cli import settings_or_exit
 
     try:
         shape = json.loads(args.input_shape)
         backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
-        tuning = Tuning(args.tune_trials, args.trials_per_task)
+        tuning = Tuning(args.tune_trials, args.trials_per_task, root=settings_or_exit().tuning_dir)
         compile_model(args.model_tar, args.framework, shape, args.target, args.out, args.runs, backends, tuning)
     except (ValueError, RuntimeError) as exc:
         raise SystemExit(f"sagestack compile: {exc}") from None

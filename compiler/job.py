@@ -8,33 +8,23 @@ reference value), time it, and keep the fastest backend that passes. Everything 
 
 from __future__ import annotations
 
-import json
+import importlib
 import shutil
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from compiler import onnx_backend, openvino_backend, tvm_backend
 from compiler.artifact import load_traced
-from compiler.targets import Target, resolve, runnable_here
+from compiler.backend import BuildJob, Tuning, compiled_backends
+from compiler.targets import resolve, runnable_here
+from server import modeldir
 
 MAX_REL_ERROR = 1e-3
-BACKENDS = ("tvm", "onnxruntime", "openvino")
-
-
-@dataclass(frozen=True)
-class Tuning:
-    """MetaSchedule trials to add this run (0: use the target's database as it is; use_database=False: ignore it)."""
-
-    trials: int = 0
-    trials_per_task: int = 64
-    use_database: bool = True
 
 
 def log(message: str) -> None:
@@ -56,55 +46,19 @@ def parity(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
     return {"max_abs": err, "max_rel": err / max(float(np.abs(want).max()), 1e-12)}
 
 
-def _runner_candidate(
-    backend: str, onnx_path: Path, compiled: Path, example: np.ndarray, reference: np.ndarray, runs: int
-) -> dict[str, Any]:
-    """ONNX Runtime runs the ONNX export itself; OpenVINO converts it to its IR first."""
+def candidate(kind: str, job: BuildJob, reference: np.ndarray, runs: int) -> dict[str, Any]:
+    """Build one backend, then check and time it here (a build for another CPU is recorded, not verified)."""
+    backend = importlib.import_module(compiled_backends()[kind])
     started = time.perf_counter()
-    if backend == "openvino":
-        artifact = openvino_backend.convert(onnx_path, compiled / "model.xml")
-        runner = openvino_backend.Runner(artifact)
-    else:
-        artifact, runner = onnx_path, onnx_backend.Runner(onnx_path)
-    compile_s = round(time.perf_counter() - started, 1)
-    got = runner(example)[0]
-    return {"backend": backend, "runtime": backend, "artifact": artifact.name, "compile_s": compile_s,
-            "latency_ms": median_ms(lambda: runner(example), runs), "parity": parity(got, reference)}  # fmt: skip
-
-
-def _tvm_candidate(
-    module: Any,
-    input_name: str,
-    shape: list[int],
-    tgt: Target,
-    compiled: Path,
-    example: np.ndarray,
-    reference: np.ndarray,
-    runs: int,
-    tuning: Tuning,
-    tuning_key: str,
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    static_onnx = compiled / "model.static.onnx"  # Relax's importer needs every shape known
-    onnx_backend.export(module, example, input_name, static_onnx, dynamic_batch=False)
-    mod = tvm_backend.import_onnx(static_onnx, input_name, shape)
-    static_onnx.unlink()
-    database = tvm_backend.tuning_dir(tgt, tuning_key) if tuning.use_database else None
-    trials = 0
-    if database is not None and tuning.trials:
-        trials = tvm_backend.tune(mod, tgt, database, tuning.trials, tuning.trials_per_task)
-    library = tvm_backend.build(mod, tgt, compiled / "model.so", database)
-    tuned = database is not None and (database / "database_tuning_record.json").exists()
-    record = {"backend": "tvm-metaschedule" if tuned else "tvm-untuned", "runtime": "tvm", "artifact": library.name,
-              "compile_s": round(time.perf_counter() - started, 1),
-              "tuning_database": str(database) if tuned else None,
-              "tuning_trials": trials or (tvm_backend.trials_done(database) if tuned else 0)}  # fmt: skip
-    if not runnable_here(tgt):
-        record["error"] = f"built for {tgt.arch}, which this CPU cannot run: not verified"
+    built = backend.build(job)
+    record = {"backend": kind, "runtime": kind, "artifact": built.artifact.name,
+              "compile_s": round(time.perf_counter() - started, 1), **built.record}  # fmt: skip
+    if backend.CAPABILITIES.target_specific and not runnable_here(job.target):
+        record["error"] = f"built for {job.target.arch}, which this CPU cannot run: not verified"
         return record
-    runner = tvm_backend.Runner(library)  # the same interface as the other backends' runners
-    got = runner(example)[0]
-    record["latency_ms"] = median_ms(lambda: runner(example), runs)
+    runner = backend.Runner(built.artifact)
+    got = runner(job.example)[0]
+    record["latency_ms"] = median_ms(lambda: runner(job.example), runs)
     record["parity"] = parity(got, reference)
     return record
 
@@ -116,11 +70,13 @@ def compile_model(
     target: str,
     out: Path,
     runs: int = 10,
-    backends: tuple[str, ...] = BACKENDS,
+    backends: tuple[str, ...] = ("tvm", "onnxruntime", "openvino"),
     tuning: Tuning = Tuning(),
     tuning_key: str | None = None,
 ) -> dict[str, Any]:
     import torch
+
+    from compiler import onnx_backend
 
     if framework.lower() != "pytorch":
         raise ValueError(f"framework {framework!r}: only pytorch (a traced TorchScript model) is supported")
@@ -138,24 +94,22 @@ def compile_model(
         reference_ms = median_ms(lambda: module(x), runs)
     log(f"reference (TorchScript, uncompiled): {reference_ms:.1f} ms median over {runs} runs")
 
-    unknown = set(backends) - set(BACKENDS)
+    known = compiled_backends()
+    unknown = set(backends) - set(known)
     if unknown:
-        raise ValueError(f"unknown backend(s) {sorted(unknown)} (known: {', '.join(BACKENDS)})")
-    version_dir = out / "1"
-    shutil.rmtree(version_dir, ignore_errors=True)
+        raise ValueError(f"unknown backend(s) {sorted(unknown)} (known: {', '.join(known)})")
+    version_dir = modeldir.fresh_version(out, 1)
     compiled = version_dir / "compiled"
-    compiled.mkdir(parents=True)
+    compiled.mkdir()
     onnx_path = compiled / "model.onnx"
-    onnx_backend.export(module, example, input_name, onnx_path)  # the interchange both backends start from
+    onnx_backend.export(module, example, input_name, onnx_path)  # the interchange the backends start from
+    job = BuildJob(module, example, input_name, shape, tgt, compiled, onnx_path, tuning,
+                   tuning_key or model_tar.parent.parent.name)  # fmt: skip
     candidates = []
     for backend in backends:
         log(f"building {backend} for {tgt.name} ({tgt.arch})")
         try:
-            if backend in ("onnxruntime", "openvino"):
-                candidates.append(_runner_candidate(backend, onnx_path, compiled, example, reference, runs))
-            else:
-                candidates.append(_tvm_candidate(module, input_name, shape, tgt, compiled, example, reference,
-                                                 runs, tuning, tuning_key or model_tar.parent.parent.name))  # fmt: skip
+            candidates.append(candidate(backend, job, reference, runs))
         except Exception as exc:  # a backend that cannot build this model is a result, not a crash
             candidates.append({"backend": backend, "error": f"{type(exc).__name__}: {exc}"})
     for c in candidates:
@@ -184,7 +138,7 @@ def compile_model(
         "parity": best["parity"],
         "candidates": candidates,
     }
-    (compiled / "metadata.json").write_text(json.dumps(meta, indent=1))
+    modeldir.write_metadata(version_dir, meta)
     code = model_tar.parent.parent / "code"
     if code.is_dir():
         shutil.copytree(code, out / "code", dirs_exist_ok=True)

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from compiler.backend import BuildJob, Built, Capabilities
+
+CAPABILITIES = Capabilities(dynamic_batch=True, threads=True, devices=("cpu",), target_specific=False)
+
 
 def export(module, example: np.ndarray, input_name: str, out: Path, dynamic_batch: bool = True) -> Path:
     """TorchScript -> ONNX; a dynamic batch axis unless asked for the example's static shape (TVM wants that)."""
@@ -25,6 +29,11 @@ def export(module, example: np.ndarray, input_name: str, out: Path, dynamic_batc
     )
     out.write_bytes(buf.getvalue())
     return out
+
+
+def build(job: BuildJob) -> Built:
+    """ONNX Runtime runs the shared dynamic-batch export itself."""
+    return Built(job.onnx_path)
 
 
 def session(path: Path, threads: int = 0):

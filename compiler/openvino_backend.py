@@ -11,6 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from compiler.backend import BuildJob, Built, Capabilities
+
+# The IR is converted with the export's dynamic batch axis, but served at the compiled shape like TVM's.
+CAPABILITIES = Capabilities(dynamic_batch=False, threads=True, devices=("cpu",), target_specific=False)
+
+
+def build(job: BuildJob) -> Built:
+    return Built(convert(job.onnx_path, job.out_dir / "model.xml"))
+
 
 def convert(onnx_path: Path, out: Path) -> Path:
     """ONNX -> OpenVINO IR (model.xml + model.bin), which loads without the ONNX front end."""

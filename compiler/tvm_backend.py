@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from compiler.backend import BuildJob, Built, Capabilities
 from compiler.targets import Target
 
 TUNING_DIR = Path(__file__).parent / "tuning"
+CAPABILITIES = Capabilities(dynamic_batch=False, threads=True, devices=("cpu",), target_specific=True)
 
 
 def log(message: str) -> None:
@@ -65,9 +67,30 @@ def import_onnx(onnx_path: Path, input_name: str, shape: list[int]):
     return seq(mod)
 
 
-def tuning_dir(tgt: Target, model_key: str) -> Path:
-    """Where a target's database for one model lives (SAGESTACK_TUNING_DIR moves the shipped tree)."""
-    return Path(os.environ.get("SAGESTACK_TUNING_DIR", TUNING_DIR)) / f"{tgt.name}-{tgt.arch}" / model_key
+def tuning_dir(tgt: Target, model_key: str, root: Path | None = None) -> Path:
+    """Where a target's database for one model lives (under `root`, SAGESTACK_TUNING_DIR, or the shipped tree)."""
+    return (root or TUNING_DIR) / f"{tgt.name}-{tgt.arch}" / model_key
+
+
+def build(job: BuildJob) -> Built:
+    """The static-shape export through Relax, tuned where the target's database has records (or trials asked)."""
+    from compiler import onnx_backend
+
+    static_onnx = job.out_dir / "model.static.onnx"  # Relax's importer needs every shape known
+    onnx_backend.export(job.module, job.example, job.input_name, static_onnx, dynamic_batch=False)
+    mod = import_onnx(static_onnx, job.input_name, job.shape)
+    static_onnx.unlink()
+    tuning = job.tuning
+    database = tuning_dir(job.target, job.tuning_key, tuning.root) if tuning.use_database else None
+    trials = 0
+    if database is not None and tuning.trials:
+        trials = tune(mod, job.target, database, tuning.trials, tuning.trials_per_task)
+    library = build_library(mod, job.target, job.out_dir / "model.so", database)
+    tuned = database is not None and (database / "database_tuning_record.json").exists()
+    record = {"backend": "tvm-metaschedule" if tuned else "tvm-untuned",
+              "tuning_database": str(database) if tuned else None,
+              "tuning_trials": trials or (trials_done(database) if tuned else 0)}  # fmt: skip
+    return Built(library, record)
 
 
 def trials_done(work_dir: Path) -> int:
@@ -107,7 +130,7 @@ def tune(mod, tgt: Target, work_dir: Path, trials: int, trials_per_task: int) ->
     return done
 
 
-def build(mod, tgt: Target, out: Path, database: Path | None = None) -> Path:
+def build_library(mod, tgt: Target, out: Path, database: Path | None = None) -> Path:
     """Apply the tuned schedules where the database has them, compile, and write model.so."""
     import tvm
     from tvm import relax

@@ -160,10 +160,21 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, para
     resp.data = _error_body(f"internal error: {type(exc).__name__}: {exc}")
 
 
-def create_app(settings: Settings | None = None) -> falcon.App:
-    settings = settings or Settings.from_env()
+class GatewayApp(falcon.App):
+    """falcon.App carrying the settings it was made with, for the worker that serves it."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+
+
+def create_app(settings: Settings | str | None = None) -> GatewayApp:
+    """The gateway app. gunicorn calls `create_app('<run_dir>/settings.json')`: the supervisor's validated
+    settings, not the environment again. `app.settings` tells the worker (h1c_worker) the same values."""
+    if not isinstance(settings, Settings):
+        settings = Settings.load(settings) if settings else Settings.from_env()
     gateway = Gateway(settings)
-    app = falcon.App(middleware=[RequestMetrics()])
+    app = GatewayApp(settings, middleware=[RequestMetrics()])
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)

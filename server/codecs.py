@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
-JSON = "application/json"
+from server.handler_kit import CSV, JSON, BadRequest, NotAcceptable, UnsupportedType, json_body, media_type
+from server.handler_kit import negotiate as negotiate_among
+
 JSONLINES = "application/jsonlines"
-CSV = "text/csv"
 NPY = "application/x-npy"
 DECODABLE = (JSON, JSONLINES, CSV, NPY)
 ENCODABLE = (JSON, JSONLINES, CSV)
-ALIASES = {"application/jsonl": JSONLINES, "application/x-jsonlines": JSONLINES, "text/json": JSON}
+__all__ = ["DecodeError", "NotAcceptable", "UnsupportedType", "decode", "encode", "media_type", "negotiate"]
 # Types our model families accept through their handlers.
 HANDLER_TYPES = (
     "application/x-image",
@@ -33,23 +34,8 @@ HANDLER_TYPES = (
 )
 
 
-class DecodeError(ValueError):
+class DecodeError(BadRequest):
     """The body cannot be read as its content type says (HTTP 400)."""
-
-
-class UnsupportedType(ValueError):
-    """Neither we nor the model's handler take this content type (HTTP 415)."""
-
-
-class NotAcceptable(ValueError):
-    """No type in Accept can be produced (HTTP 406)."""
-
-
-def media_type(header: str | None, default: str = JSON) -> str:
-    if not header:
-        return default
-    kind = header.split(";", 1)[0].strip().lower()
-    return ALIASES.get(kind, kind)
 
 
 def decode(body: bytes, content_type: str) -> dict[str, Any]:
@@ -78,9 +64,9 @@ def decode(body: bytes, content_type: str) -> dict[str, Any]:
 
 def _json(data: bytes, what: str) -> Any:
     try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"malformed {what}: {exc}") from None
+        return json_body(data, what)
+    except BadRequest as exc:
+        raise DecodeError(str(exc)) from None
 
 
 def _csv_rows(body: bytes) -> list[Any]:
@@ -110,15 +96,7 @@ def _number(cell: str) -> float | int:
 
 def negotiate(accept: str | None) -> str:
     """The first type in Accept that we can produce (JSON for none or a wildcard)."""
-    if not accept:
-        return JSON
-    for part in accept.split(","):
-        kind = media_type(part)
-        if kind in ("*/*", "application/*", ""):
-            return JSON
-        if kind in ENCODABLE:
-            return kind
-    raise NotAcceptable(f"cannot produce any of Accept '{accept}'; use one of {', '.join(ENCODABLE)}")
+    return negotiate_among(accept, ENCODABLE, JSON)
 
 
 def encode(result: dict[str, Any], accept: str) -> tuple[bytes, str]:

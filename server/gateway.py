@@ -20,6 +20,7 @@ import grpc
 from server import codecs, control, handlers, metrics
 from server.coalesce import Coalescer, batch_key
 from server.errors import ApiError, bad_request, not_found
+from server.handler_kit import ClientError, parse_attributes
 from server.modeldir import ModelDirError, model_spec
 from server.pool import PoolUnavailable, Runtimes, UnknownModel
 from server.protos import classification_pb2, predict_pb2, regression_pb2
@@ -56,16 +57,6 @@ class Target:
     version: int | None
     method: str
     attributes: str
-
-
-def parse_attributes(raw: str | None) -> dict[str, str]:
-    """`X-Amzn-SageMaker-Custom-Attributes: tfs-model-name=m,tfs-model-version=2,...`"""
-    out = {}
-    for part in (raw or "").split(","):
-        key, sep, value = part.partition("=")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
 
 
 class Gateway:
@@ -175,16 +166,14 @@ class Gateway:
     def _decode(self, body: bytes, ctype: str) -> dict[str, Any]:
         try:
             return codecs.decode(body, ctype)
-        except codecs.UnsupportedType as exc:
-            raise ApiError(415, str(exc)) from None
-        except codecs.DecodeError as exc:
-            raise bad_request(str(exc)) from None
+        except ClientError as exc:
+            raise ApiError(exc.status_code, str(exc)) from None
 
     def _negotiate(self, accept: str | None) -> str:
         try:
             return codecs.negotiate(accept)
-        except codecs.NotAcceptable as exc:
-            raise ApiError(406, str(exc)) from None
+        except ClientError as exc:
+            raise ApiError(exc.status_code, str(exc)) from None
 
     def _run(self, target: Target, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """A TF Serving REST-shaped request -> (REST-shaped result, output arrays), over gRPC."""

@@ -227,9 +227,7 @@ class GeventH1cWorker(GeventWorker):
     """`-k server.h1c_worker.GeventH1cWorker`; SAGEMAKER_GUNICORN_WORKER_CLASS=gevent_h1c selects it."""
 
     def run(self) -> None:
-        from server.settings import Settings
-
-        self.max_body_bytes = Settings.from_env().max_payload_bytes
+        self.max_body_bytes = self.wsgi.settings.max_payload_bytes  # create_app's, from the supervisor
         if self.cfg.accesslog:
             self.log.warning("the gevent_h1c worker writes no access log; --access-logfile is ignored")
         super().run()

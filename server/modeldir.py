@@ -1,16 +1,23 @@
-"""Finding models in a model directory (SageMaker's /opt/ml/model layout).
+"""The model directory (SageMaker's /opt/ml/model layout): the one module that reads and writes it.
 
 `<dir>/<name>/<version>/saved_model.pb` is a TF SavedModel; `<dir>/<name>/<version>/compiled/
-metadata.json` is a compiled artifact whose metadata names its runtime. `<dir>/<name>/code/`
-holds that model's handlers; `<dir>/code/` applies to every model that has none of its own.
-A directory that directly holds numeric versions is one model named after the directory.
+metadata.json` is any other artifact, whose metadata names its runtime. `<dir>/<name>/code/` holds that
+model's handlers (`inference.py`), its library as the package `code/lib/<name>/`, and the handler kit as
+`code/lib/handler_kit.py`; `<dir>/code/` applies to every model that has none of its own. A directory that
+directly holds numeric versions is one model named after the directory. Builders and the compiler write
+through `fresh_version`, `write_metadata` and `export_code`, readers through the rest.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+METADATA = Path("compiled") / "metadata.json"
+HANDLER_KIT = Path(__file__).with_name("handler_kit.py")
 
 
 class ModelDirError(ValueError):
@@ -26,22 +33,65 @@ class ModelSpec:
     code_dir: Path | None
 
 
+def version_dirs(base: Path) -> dict[int, Path]:
+    """Numeric subdirectories of a model base path, as TF Serving's file-system source sees them."""
+    if not base.is_dir():
+        return {}
+    return {int(p.name): p for p in base.iterdir() if p.is_dir() and p.name.isdigit()}
+
+
+def fresh_version(base: Path, version: int = 1) -> Path:
+    """`<base>/<version>`, empty: a rebuilt version keeps nothing of the last build."""
+    version_dir = base / str(version)
+    shutil.rmtree(version_dir, ignore_errors=True)
+    version_dir.mkdir(parents=True)
+    return version_dir
+
+
+def write_metadata(version_dir: Path, meta: dict) -> Path:
+    """`compiled/metadata.json`: at least "runtime" (a key of server.runtimes.RUNTIMES) and "artifact"."""
+    for key in ("runtime", "artifact"):
+        if key not in meta:
+            raise ModelDirError(f"metadata for {version_dir} needs '{key}'")
+    path = version_dir / METADATA
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def read_metadata(version_dir: Path) -> dict:
+    return json.loads((version_dir / METADATA).read_text())
+
+
+def export_code(base: Path, name: str, handler: Path, lib: Iterable[Path] = (), keep: bool = False) -> Path:
+    """`<base>/code/`: `handler` as inference.py, the `lib` modules as the package `code/lib/<name>/`
+    (handlers import `from <name> import boxes`), and the handler kit. `keep` leaves other files there
+    (a model that adds versions one at a time keeps its config.json)."""
+    code = base / "code"
+    if not keep:
+        shutil.rmtree(code, ignore_errors=True)
+    package = code / "lib" / name
+    shutil.rmtree(package, ignore_errors=True)
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f'"""{name}\'s handler library (shipped by sagestack build)."""\n')
+    for module in lib:
+        shutil.copy(module, package / module.name)
+    shutil.copy(HANDLER_KIT, code / "lib" / HANDLER_KIT.name)
+    shutil.copy(handler, code / "inference.py")
+    return code
+
+
 def version_kind(version_dir: Path) -> str | None:
     """Which runtime serves this version directory, or None if it holds no model."""
     if (version_dir / "saved_model.pb").is_file():
         return "tensorflow"
-    meta = version_dir / "compiled" / "metadata.json"
-    if meta.is_file():
-        return json.loads(meta.read_text())["runtime"]
+    if (version_dir / METADATA).is_file():
+        return read_metadata(version_dir)["runtime"]
     return None
 
 
 def model_spec(name: str, base: Path, shared_code: Path | None = None) -> ModelSpec:
-    kinds: dict[int, str] = {}
-    if base.is_dir():
-        for child in base.iterdir():
-            if child.is_dir() and child.name.isdigit() and (kind := version_kind(child)):
-                kinds[int(child.name)] = kind
+    kinds = {v: kind for v, path in version_dirs(base).items() if (kind := version_kind(path))}
     if not kinds:
         raise ModelDirError(f"model '{name}': no version directory (<version>/saved_model.pb) under {base}")
     if len(set(kinds.values())) > 1:

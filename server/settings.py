@@ -7,7 +7,9 @@ the variable; nginx.conf, the gunicorn arguments and the runtime flags are all d
 
 from __future__ import annotations
 
+import json
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,6 +61,7 @@ class Settings:
     gateway_batch_size: int
     fail_on_model_error: bool
     model_url: str | None
+    tuning_dir: Path | None
 
     @property
     def max_payload_bytes(self) -> int:
@@ -77,6 +80,32 @@ class Settings:
     @property
     def routes_file(self) -> Path:
         return self.run_dir / "routes.json"
+
+    @property
+    def settings_file(self) -> Path:
+        """The validated settings, written by the supervisor for its children (workers, runtimes) to load."""
+        return self.run_dir / "settings.json"
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1, default=str))
+        tmp.replace(path)  # readers never see half a file
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Settings:
+        """Settings as `write` left them: the children take the supervisor's values and never re-read the env."""
+        data = json.loads(Path(path).read_text())
+        hints = typing.get_type_hints(cls)
+        for name, hint in hints.items():
+            if data[name] is None:
+                continue
+            if hint in (Path, Path | None):
+                data[name] = Path(data[name])
+            elif typing.get_origin(hint) is tuple:
+                data[name] = tuple(data[name])
+        return cls(**data)
 
     @property
     def control_socket(self) -> Path:
@@ -139,6 +168,7 @@ class Settings:
             gateway_batch_size=e.integer("SAGESTACK_GATEWAY_BATCH_SIZE", 32, lo=1, hi=4096),
             fail_on_model_error=e.boolean("SAGESTACK_FAIL_ON_MODEL_ERROR", True),
             model_url=e.text("SAGESTACK_MODEL_URL", None),
+            tuning_dir=e.optional_path("SAGESTACK_TUNING_DIR"),
         )
 
 
@@ -196,6 +226,17 @@ def _env_text(value: object) -> str:
     return str(value)
 
 
+def _recorded(method):
+    """Record what an _Env accessor returned under the variable's name (for env_defaults)."""
+
+    def read(self: _Env, name: str, *args, **kwargs):
+        value = method(self, name, *args, **kwargs)
+        self.seen[name] = value
+        return value
+
+    return read
+
+
 class _Env:
     """Typed, validated access to one environment mapping; `seen` keeps what each variable resolved to."""
 
@@ -204,16 +245,17 @@ class _Env:
         self.seen: dict[str, object] = {}
 
     def _raw(self, name: str) -> str | None:
-        self.seen.setdefault(name, None)
         value = self.env.get(name)
         if value is None or value.strip() == "":
             return None
         return value.strip()
 
+    @_recorded
     def text(self, name: str, default: str | None) -> str | None:
         value = self._raw(name)
         return default if value is None else value
 
+    @_recorded
     def integer(self, name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
         raw = self._raw(name)
         if raw is None:
@@ -224,6 +266,7 @@ class _Env:
             raise SettingsError(f"{name}={raw!r} is not an integer") from None
         return _bounded(name, value, lo, hi)
 
+    @_recorded
     def number(self, name: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
         raw = self._raw(name)
         if raw is None:
@@ -234,6 +277,7 @@ class _Env:
             raise SettingsError(f"{name}={raw!r} is not a number") from None
         return _bounded(name, value, lo, hi)
 
+    @_recorded
     def boolean(self, name: str, default: bool) -> bool:
         raw = self._raw(name)
         if raw is None:
@@ -242,6 +286,7 @@ class _Env:
             return raw.lower() == "true"
         raise SettingsError(f"{name}={raw!r} must be 'true' or 'false'")
 
+    @_recorded
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         raw = self._raw(name)
         if raw is None:
@@ -250,10 +295,17 @@ class _Env:
             raise SettingsError(f"{name}={raw!r} must be one of {', '.join(choices)}")
         return raw.lower()
 
+    @_recorded
     def path(self, name: str, default: Path) -> Path:
         raw = self._raw(name)
         return (Path(raw) if raw else default).resolve()
 
+    @_recorded
+    def optional_path(self, name: str) -> Path | None:
+        raw = self._raw(name)
+        return Path(raw).resolve() if raw else None
+
+    @_recorded
     def port_range(self, name: str) -> tuple[int, int]:
         raw = self._raw(name)
         if raw is None:
@@ -267,26 +319,12 @@ class _Env:
             raise SettingsError(f"{name}={raw!r} must satisfy 1024 <= LOW < HIGH <= 65535")
         return lo, hi
 
+    @_recorded
     def nginx_workers(self, name: str) -> str:
         raw = self._raw(name)
         if raw is None or raw == "auto":
             return "auto"
         return str(self.integer(name, 1, lo=1, hi=64))
-
-
-def _recorded(method):
-    """Record what an _Env accessor returned under the variable's name (for env_defaults)."""
-
-    def read(self: _Env, name: str, *args, **kwargs):
-        value = method(self, name, *args, **kwargs)
-        self.seen[name] = value
-        return value
-
-    return read
-
-
-for _name in ("text", "integer", "number", "boolean", "choice", "path", "port_range", "nginx_workers"):
-    setattr(_Env, _name, _recorded(getattr(_Env, _name)))
 
 
 def _bounded(name: str, value: _Num, lo: _Num | None, hi: _Num | None) -> _Num:

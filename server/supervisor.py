@@ -137,6 +137,7 @@ class Supervisor:
             (run / stale).unlink(missing_ok=True)
         shutil.rmtree(run / "prometheus", ignore_errors=True)
         (run / "prometheus").mkdir()
+        self.settings.write(self.settings.settings_file)  # the children load these, not the environment
 
     def _start_checked(self, spec: ModelSpec) -> list[RuntimeInstance]:
         """Start a model's runtimes once its backend's packages and its code/requirements.txt are in place."""
@@ -220,13 +221,11 @@ class Supervisor:
             "--keep-alive", "75",
             "--log-level", s.gunicorn_loglevel,
             "--no-control-socket",
-            "server.app:create_app()",
+            f"server.app:create_app({str(s.settings_file)!r})",
         ]  # fmt: skip
         env = {
             **os.environ,
             "PROMETHEUS_MULTIPROC_DIR": str(s.run_dir / "prometheus"),
-            "SAGESTACK_RUN_DIR": str(s.run_dir),
-            "SAGESTACK_MODEL_DIR": str(s.model_dir),
         }
         self.gunicorn = subprocess.Popen(argv, env=env, start_new_session=True)
 

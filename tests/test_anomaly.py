@@ -12,7 +12,8 @@ from PIL import Image
 
 from models.anomaly import dataset as ds
 from models.anomaly.generate import KINDS, make_dataset, render
-from models.anomaly.preprocess import ImageError, decode, to_input
+from models.anomaly.preprocess import ImageError, to_input
+from server.handler_kit import BadRequest, PayloadTooLarge, decode_image
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +87,14 @@ def test_roi_crop_and_resize():
         to_input(img, None, [256, 256])
 
 
-def test_corrupt_and_empty_images():
-    with pytest.raises(ImageError, match="empty"):
-        decode(b"")
-    with pytest.raises(ImageError, match="not a readable"):
-        decode(b"\x89PNG\r\n\x1a\n garbage")
+def test_corrupt_empty_and_oversized_images():
+    with pytest.raises(BadRequest, match="empty"):
+        decode_image(b"")
+    with pytest.raises(BadRequest, match="not a readable"):
+        decode_image(b"\x89PNG\r\n\x1a\n garbage")
     buf = io.BytesIO()
-    Image.new("RGB", (4, 4)).save(buf, format="PNG")
-    assert decode(buf.getvalue()).size == (4, 4)
+    Image.new("RGB", (40, 30)).save(buf, format="PNG")
+    assert decode_image(buf.getvalue()).size == (40, 30)
+    with pytest.raises(PayloadTooLarge, match="40x30 pixels; at most 1,000 pixels") as caught:
+        decode_image(buf.getvalue(), max_pixels=1000)
+    assert caught.value.status_code == 413

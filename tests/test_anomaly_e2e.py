@@ -56,7 +56,7 @@ def test_metrics_file_and_gallery(trained):
     assert on_disk["roi"] == ROI
     assert (root / "reports" / "gallery.png").stat().st_size > 10_000
     code = root / "model" / "anomaly" / "code"
-    shipped = (code / "lib" / "anomaly_preprocess.py").read_text()
+    shipped = (code / "lib" / "anomaly" / "preprocess.py").read_text()
     assert shipped == Path(preprocess.__file__).read_text()  # serving crops the ROI with the training code
     assert json.loads((code / "config.json").read_text())["versions"]["1"]["roi"] == ROI
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import requests
 
 from bench.stack import start_stack
+from server.runtimes.batching import Batching
+from server.settings import Settings
 
 pytestmark = pytest.mark.stack
 
@@ -24,8 +29,8 @@ def test_concurrent_requests_are_batched_and_split_back(hpt_base, tmp_path):
         SAGEMAKER_GUNICORN_WORKERS="2",
     )
     try:
-        config = (tmp_path / "runtimes" / "half_plus_three-0.batching").read_text()
-        assert "max_batch_size { value: 8 }" in config and "batch_timeout_micros { value: 20000 }" in config
+        handed = Settings.load(tmp_path / "settings.json")  # what the runtimes were started with
+        assert (handed.enable_batching, handed.max_batch_size, handed.batch_timeout_micros) == (True, 8, 20000)
 
         def call(i: int) -> tuple[int, list[float]]:
             body = json.dumps({"instances": [float(i), float(i) + 0.5]})
@@ -64,3 +69,42 @@ def test_gateway_joins_concurrent_requests_and_each_gets_its_answer(hpt_base, tm
         assert found and float(found.group(1)) == 96.0
     finally:
         assert stack.stop() == 0
+
+
+class CountingServable:
+    """Records the batch size of every call; each row answers its own value plus one."""
+
+    signatures: dict = {}
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.lock = threading.Lock()
+        self.running = self.most_running = 0
+
+    def run(self, signature, inputs):
+        with self.lock:
+            self.sizes.append(len(inputs["x"]))
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        time.sleep(0.02)
+        with self.lock:
+            self.running -= 1
+        return {"y": inputs["x"] + 1}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batcher_joins_rows_and_bounds_concurrent_batches(threads):
+    """SAGEMAKER_TFS_MAX_BATCH_SIZE caps a batch; SAGEMAKER_TFS_NUM_BATCH_THREADS caps batches run at once."""
+    servable = CountingServable()
+    batcher = Batching(max_batch_size=4, timeout_micros=30000, max_enqueued=8, num_threads=threads)
+    barrier = threading.Barrier(12)
+
+    def call(i: int) -> list[float]:
+        barrier.wait()
+        return batcher.run(servable, "serving_default", {"x": np.array([float(i)])})["y"].tolist()
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(call, range(12)))
+    assert results == [[i + 1.0] for i in range(12)]
+    assert sum(servable.sizes) == 12 and max(servable.sizes) <= 4 and len(servable.sizes) < 12
+    assert servable.most_running <= threads

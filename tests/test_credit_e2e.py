@@ -42,7 +42,7 @@ def expected_probabilities(root, frame) -> np.ndarray:
     import tensorflow as tf
 
     code = root / "model" / "credit_risk" / "code"
-    spec = importlib.util.spec_from_file_location("credit_prep", code / "lib" / "prep.py")
+    spec = importlib.util.spec_from_file_location("credit_prep", code / "lib" / "credit_risk" / "prep.py")
     prep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(prep)
     features = prep.prepare(frame, serving=True).to_numpy(np.float32)

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from bench.stack import start_stack
+from compiler.artifact import pack_model_tar
 from compiler.job import Tuning, compile_model
-from models.yolov4.build import pack_model_tar
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = [1, 3, 32, 32]
@@ -106,20 +106,20 @@ def test_tvm_runtime_serves_beside_torchscript(compiled, tmp_path):
         assert stack.stop() == 0
 
 
-def test_metaschedule_tuning_fills_a_database_that_later_compiles_reuse(tmp_path, monkeypatch):
+def test_metaschedule_tuning_fills_a_database_that_later_compiles_reuse(tmp_path):
     """Two real MetaSchedule trials (builder and runner processes, XGBoost cost model), then a plain compile."""
-    monkeypatch.setenv("SAGESTACK_TUNING_DIR", str(tmp_path / "tuning"))
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()).eval()
     with torch.no_grad():
         tar = pack_model_tar(torch.jit.trace(model, torch.rand(1, 3, 16, 16)), tmp_path / "model.tar.gz")
     shape = {"input0": [1, 3, 16, 16]}
+    tuning = Tuning(trials=2, trials_per_task=2, root=tmp_path / "tuning")
     tuned = compile_model(tar, "pytorch", shape, "this_machine", tmp_path / "a", runs=2, backends=("tvm",),
-                          tuning=Tuning(trials=2, trials_per_task=2), tuning_key="tiny")  # fmt: skip
+                          tuning=tuning, tuning_key="tiny")  # fmt: skip
     assert tuned["backend"] == "tvm-metaschedule" and tuned["parity"]["max_rel"] <= 1e-3
     database = Path(tuned["candidates"][0]["tuning_database"])
     assert database.is_relative_to(tmp_path / "tuning")
     assert (database / "database_tuning_record.json").read_text().strip()
     again = compile_model(tar, "pytorch", shape, "this_machine", tmp_path / "b", runs=2, backends=("tvm",),
-                          tuning_key="tiny")  # fmt: skip
+                          tuning=Tuning(root=tmp_path / "tuning"), tuning_key="tiny")  # fmt: skip
     assert again["backend"] == "tvm-metaschedule" and again["candidates"][0]["tuning_trials"] == 2

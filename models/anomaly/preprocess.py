@@ -1,32 +1,20 @@
 """Image -> model input, identical at training and at serving (the handler ships this very file).
 
 The region of interest (x, y, w, h in the original image) is cropped first, then the crop is
-resized to the model's square input. Corrupt or empty images raise ImageError (an HTTP 400).
+resized to the model's square input. An image that does not fit the model raises ImageError (an HTTP 400);
+decoding the bytes is the handler kit's (server/handler_kit.decode_image), at training and at serving.
 """
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 INPUT_SIZE = 256
 
 
 class ImageError(ValueError):
     status_code = 400
-
-
-def decode(data: bytes) -> Image.Image:
-    if not data:
-        raise ImageError("the image is empty")
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageError(f"not a readable PNG/JPEG image: {exc}") from None
-    return img.convert("RGB")
 
 
 def apply_roi(img: Image.Image, roi: list[int] | None) -> Image.Image:

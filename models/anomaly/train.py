@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -18,7 +17,9 @@ from PIL import Image
 
 from models.anomaly import dataset as ds
 from models.anomaly import model
-from models.anomaly.preprocess import decode, to_input
+from models.anomaly.preprocess import to_input
+from server import modeldir
+from server.handler_kit import decode_image
 
 SERVING = Path(__file__).with_name("serving")
 
@@ -28,7 +29,7 @@ def log(message: str) -> None:
 
 
 def _inputs(items: list[ds.Item], roi: list[int] | None, image_size: list[int]) -> np.ndarray:
-    return np.stack([to_input(decode(i.path.read_bytes()), roi, image_size) for i in items])
+    return np.stack([to_input(decode_image(i.path.read_bytes()), roi, image_size) for i in items])
 
 
 def metrics(items: list[ds.Item], scores: np.ndarray, threshold: float) -> dict:
@@ -119,13 +120,10 @@ def train(
     (reports / "metrics.json").write_text(json.dumps(result, indent=2))
     print_table(result)
 
-    version_dir = out / str(version)
-    shutil.rmtree(version_dir, ignore_errors=True)
+    version_dir = modeldir.fresh_version(out, version)
     scorer.export(version_dir)
-    code = out / "code"
-    (code / "lib").mkdir(parents=True, exist_ok=True)
-    shutil.copy(SERVING / "inference.py", code / "inference.py")
-    shutil.copy(Path(__file__).with_name("preprocess.py"), code / "lib" / "anomaly_preprocess.py")
+    preprocess = Path(__file__).with_name("preprocess.py")
+    code = modeldir.export_code(out, "anomaly", SERVING / "inference.py", [preprocess], keep=True)  # versions add up
     config_path = code / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {"versions": {}}
     config["versions"][str(version)] = {"threshold": threshold, "spread": spread, "roi": roi, "image_size": image_size}

@@ -20,6 +20,7 @@ import pandas as pd
 from models.credit_risk import bias, data, report
 from models.credit_risk.flow import DEFAULT_FLOW, Flow
 from models.credit_risk.model import SEED, evaluate, export_saved_model, quick_model, split, train_classifier
+from server import modeldir
 
 SERVING = Path(__file__).with_name("serving")
 FACET = "sex"
@@ -76,15 +77,10 @@ def build(out: Path, reports: Path, flow_path: Path = DEFAULT_FLOW, version: int
     quality = evaluate(weights, b, threshold, held_out)
 
     def export() -> None:
-        version_dir = out / str(version)
-        shutil.rmtree(version_dir, ignore_errors=True)
-        export_saved_model(weights, b, version_dir)
-        code = out / "code"
-        shutil.rmtree(code, ignore_errors=True)
-        (code / "lib").mkdir(parents=True)
-        shutil.copy(SERVING / "inference.py", code / "inference.py")
+        export_saved_model(weights, b, modeldir.fresh_version(out, version))
+        code = modeldir.export_code(out, "credit_risk", SERVING / "inference.py")
         shutil.copy(flow_path, code / "flow.json")
-        fitted.export(code / "lib" / "prep.py")
+        fitted.export(code / "lib" / "credit_risk" / "prep.py")  # the fitted flow, as the package's prep module
         (code / "flow_state.json").write_text(fitted.state_json())
         config = {"threshold": threshold, "features": held_out.features, "label": flow.label}
         (code / "config.json").write_text(json.dumps(config, indent=1))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-CLASSIFY = "tensorflow/serving/classify"
-REGRESS = "tensorflow/serving/regress"
+from server import modeldir
+from server.runtimes.servable import CLASSIFY, REGRESS
 
 
 def build(root: Path, versions: dict[int, float] | None = None) -> Path:
@@ -44,7 +44,7 @@ def build(root: Path, versions: dict[int, float] | None = None) -> Path:
             return {"scores": self._from_examples(inputs)}
 
     for version, offset in versions.items():
-        path = root / str(version)
+        path = modeldir.fresh_version(root, version)
         module = HalfPlus(offset)
         signatures = {
             "serving_default": module.predict,

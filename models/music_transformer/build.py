@@ -8,31 +8,28 @@ torch-free modules they need (tokenizer, parameters, piano roll) to <out>/code/.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
 from models.music_transformer.commands import DEFAULT_WEIGHTS
+from server import modeldir
 
 HERE = Path(__file__).parent
-LIB = {"tokens.py": "music_tokens.py", "params.py": "music_params.py", "pianoroll.py": "music_pianoroll.py"}
+LIB = [
+    HERE / "tokens.py",
+    HERE / "params.py",
+    HERE / "pianoroll.py",
+]  # torch-free, shipped as code/lib/music_transformer
 
 
 def export(weights: Path, out: Path, version: int = 1) -> Path:
     if not weights.is_file():
         raise SystemExit(f"no weights at {weights}: train them with `sagestack music train`")
-    version_dir = out / str(version)
-    shutil.rmtree(version_dir, ignore_errors=True)
-    (version_dir / "compiled").mkdir(parents=True)
+    version_dir = modeldir.fresh_version(out, version)
     shutil.copy(weights, version_dir / "model.pt")
     meta = {"runtime": "music_transformer", "framework": "pytorch", "artifact": "model.pt", "compiled": False}
-    (version_dir / "compiled" / "metadata.json").write_text(json.dumps(meta, indent=1))
-    code = out / "code"
-    shutil.rmtree(code, ignore_errors=True)
-    (code / "lib").mkdir(parents=True)
-    shutil.copy(HERE / "serving" / "inference.py", code / "inference.py")
-    for source, name in LIB.items():
-        shutil.copy(HERE / source, code / "lib" / name)
+    modeldir.write_metadata(version_dir, meta)
+    modeldir.export_code(out, "music_transformer", HERE / "serving" / "inference.py", LIB)
     return version_dir
 
 

@@ -95,12 +95,6 @@ def check(p: Params) -> None:
             raise ParameterError(f"{name} must be between {low} and {high}, got {value}")
 
 
-def parse_attributes(raw: str) -> dict[str, str]:
-    """`temperature=1.1,max_notes=50` (custom attributes) -> dict, skipping the routing keys (tfs-*, compiled)."""
-    pairs = (pair.strip().split("=", 1) for pair in raw.split(",") if "=" in pair)
-    return {key: value for key, value in pairs if not key.startswith("tfs-") and key != "compiled"}
-
-
 def as_tensors(p: Params) -> dict[str, np.ndarray]:
     """The parameters as the runtime's input tensors (shape [1] each)."""
     tensors = {"sampling": np.asarray([p.sampling.encode()], dtype=object)}

@@ -9,30 +9,16 @@ handlers (letterbox, decode, class-wise NMS) go to <out>/code/.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import shutil
 import sys
-import tarfile
 from pathlib import Path
 
+from compiler.artifact import pack_model_tar
 from models.yolov4 import darknet
 from models.yolov4.network import Darknet, build, yolov4_cfg
+from server import modeldir
 
 HERE = Path(__file__).parent
-
-
-def pack_model_tar(traced, path: Path) -> Path:
-    buf = io.BytesIO()
-    import torch
-
-    torch.jit.save(traced, buf)
-    with tarfile.open(path, "w:gz") as tar:
-        info = tarfile.TarInfo("model.pth")
-        info.size = buf.tell()
-        buf.seek(0)
-        tar.addfile(info, buf)
-    return path
 
 
 def export(out: Path, model: Darknet, size: int, version: int = 1) -> Path:
@@ -41,9 +27,7 @@ def export(out: Path, model: Darknet, size: int, version: int = 1) -> Path:
     example = torch.rand(1, 3, size, size)
     with torch.no_grad():
         traced = torch.jit.trace(model.eval(), example)
-    version_dir = out / str(version)
-    shutil.rmtree(version_dir, ignore_errors=True)
-    (version_dir / "compiled").mkdir(parents=True)
+    version_dir = modeldir.fresh_version(out, version)
     pack_model_tar(traced, version_dir / "model.tar.gz")
     meta = {
         "runtime": "torchscript",
@@ -53,13 +37,8 @@ def export(out: Path, model: Darknet, size: int, version: int = 1) -> Path:
         "outputs": ["output0"],
         "compiled": False,
     }
-    (version_dir / "compiled" / "metadata.json").write_text(json.dumps(meta, indent=1))
-    code = out / "code"
-    shutil.rmtree(code, ignore_errors=True)
-    (code / "lib").mkdir(parents=True)
-    shutil.copy(HERE / "serving" / "inference.py", code / "inference.py")
-    shutil.copy(HERE / "boxes.py", code / "lib" / "yolo_boxes.py")
-    shutil.copy(HERE / "coco.py", code / "lib" / "yolo_coco.py")
+    modeldir.write_metadata(version_dir, meta)
+    code = modeldir.export_code(out, "yolov4", HERE / "serving" / "inference.py", [HERE / "boxes.py", HERE / "coco.py"])
     (code / "config.json").write_text(json.dumps({"input_size": size}, indent=1))
     return version_dir
 

@@ -1,4 +1,4 @@
-"""Runtime servers: one TF-Serving-compatible API in front of every backend.
+"""Runtime servers: one TF-Serving-compatible API in front of every backend, and the one table of backends.
 
 `command(kind, ...)` gives the argv that starts one runtime instance for a model kind. Every
 runtime takes tensorflow_model_server's flags, so the supervisor treats them all alike.
@@ -9,19 +9,36 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from server.settings import Settings
 
-# kind -> (python module implementing it with `main()`, the packages its backend imports), used when no
-# native binary applies. The packages are what a runtime needs installed; `missing_packages` checks them.
-PYTHON_RUNTIMES = {
-    "tensorflow": ("server.runtimes.tfs_server", ("tensorflow",)),
-    "torchscript": ("server.runtimes.torchscript_server", ("compiler", "torch")),
-    "onnxruntime": ("server.runtimes.compiled_server", ("compiler", "onnxruntime")),
-    "tvm": ("server.runtimes.compiled_server", ("compiler", "tvm")),
-    "openvino": ("server.runtimes.compiled_server", ("compiler", "openvino")),
-    "music_transformer": ("server.runtimes.music_server", ("models", "torch", "mido")),
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a model kind (compiled/metadata.json's "runtime", or "tensorflow") is served.
+
+    factory:  "module:function" taking RuntimeOptions and returning a Backend (server/runtimes/servable.py);
+    packages: what it imports, checked before start-up so a missing one is named rather than a crash;
+    compiler: for the kinds `sagestack compile` produces, the compiler backend module (build, Runner, CAPABILITIES).
+    """
+
+    factory: str
+    packages: tuple[str, ...]
+    compiler: str | None = None
+
+
+COMPILED = "compiler.compiled_runtime:make_backend"
+
+# The one registry: a runtime, or a compiler backend, is its module plus one line here.
+RUNTIMES = {
+    "tensorflow": Runtime("server.runtimes.tfs_server:make_backend", ("tensorflow",)),
+    "torchscript": Runtime("compiler.torchscript_runtime:make_backend", ("torch",)),
+    "tvm": Runtime(COMPILED, ("tvm",), compiler="compiler.tvm_backend"),
+    "onnxruntime": Runtime(COMPILED, ("onnxruntime",), compiler="compiler.onnx_backend"),
+    "openvino": Runtime(COMPILED, ("openvino",), compiler="compiler.openvino_backend"),
+    "music_transformer": Runtime("models.music_transformer.runtime:make_backend", ("torch", "mido")),
 }
 
 
@@ -31,18 +48,24 @@ def native_binary(kind: str) -> str | None:
 
 def missing_packages(kind: str) -> list[str]:
     """The Python packages the runtime for `kind` imports that are not installed (found without importing them)."""
-    if kind not in PYTHON_RUNTIMES or native_binary(kind):
+    if kind not in RUNTIMES or native_binary(kind):
         return []
-    module, packages = PYTHON_RUNTIMES[kind]
-    needed = [module.split(".")[0], *packages]
-    return [name for name in needed if importlib.util.find_spec(name) is None]
+    runtime = RUNTIMES[kind]
+    needed = [runtime.factory.split(".")[0], *runtime.packages]
+    return [name for name in dict.fromkeys(needed) if importlib.util.find_spec(name) is None]
 
 
 def command(kind: str, grpc_port: int, rest_port: int, config_file: Path, settings: Settings) -> list[str]:
-    if kind not in PYTHON_RUNTIMES:
-        raise ValueError(f"no runtime for model kind '{kind}' (known: {sorted(PYTHON_RUNTIMES)})")
+    """The argv of one runtime instance. Ours load the validated settings from the supervisor's settings file;
+    the real tensorflow_model_server gets its batching parameters file, the only form it reads."""
+    if kind not in RUNTIMES:
+        raise ValueError(f"no runtime for model kind '{kind}' (known: {sorted(RUNTIMES)})")
     native = native_binary(kind)
-    argv = [native] if native else [sys.executable, "-m", PYTHON_RUNTIMES[kind][0]]
+    if native:
+        argv = [native]
+    else:
+        module = "server.runtimes.model_server"
+        argv = [sys.executable, "-m", module, f"--runtime={kind}", f"--settings_file={settings.settings_file}"]
     argv += [
         f"--port={grpc_port}",
         f"--rest_api_port={rest_port}",
@@ -51,18 +74,25 @@ def command(kind: str, grpc_port: int, rest_port: int, config_file: Path, settin
         f"--tensorflow_inter_op_parallelism={settings.inter_op_parallelism}",
     ]
     if settings.enable_batching:
-        batching = config_file.with_suffix(".batching")
-        batching.write_text(
-            f"max_batch_size {{ value: {settings.max_batch_size} }}\n"
-            f"batch_timeout_micros {{ value: {settings.batch_timeout_micros} }}\n"
-            f"num_batch_threads {{ value: {settings.num_batch_threads} }}\n"
-            f"max_enqueued_batches {{ value: {settings.max_enqueued_batches} }}\n"
-        )
-        argv += ["--enable_batching=true", f"--batching_parameters_file={batching}"]
+        argv.append("--enable_batching=true")
+        if native:
+            batching = config_file.with_suffix(".batching")
+            batching.write_text(tfs_batching_parameters(settings))
+            argv.append(f"--batching_parameters_file={batching}")
     if settings.gpu_count:
         fraction = (1.0 - settings.gpu_mem_margin) / settings.instance_count
         argv.append(f"--per_process_gpu_memory_fraction={fraction:.4f}")
     return argv
+
+
+def tfs_batching_parameters(settings: Settings) -> str:
+    """TF Serving's batching_parameters_file (text proto) from SAGEMAKER_TFS_* batching settings."""
+    return (
+        f"max_batch_size {{ value: {settings.max_batch_size} }}\n"
+        f"batch_timeout_micros {{ value: {settings.batch_timeout_micros} }}\n"
+        f"num_batch_threads {{ value: {settings.num_batch_threads} }}\n"
+        f"max_enqueued_batches {{ value: {settings.max_enqueued_batches} }}\n"
+    )
 
 
 def model_config(name: str, base_path: Path) -> str:

@@ -1,12 +1,10 @@
-"""Server-side batching (SAGEMAKER_TFS_ENABLE_BATCHING) for our runtimes, with TF Serving's parameter file."""
+"""Server-side batching (SAGEMAKER_TFS_ENABLE_BATCHING) for our runtimes, with TF Serving's four parameters."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,19 +12,26 @@ import numpy as np
 from server.tensors import TensorError, batch_rows, join_batch, split_batch
 
 if TYPE_CHECKING:
-    from server.runtimes.model_server import Servable
+    from server.runtimes.servable import Servable
+    from server.settings import Settings
 
 
 class Batching:
     """Server-side batching (SAGEMAKER_TFS_ENABLE_BATCHING): concurrent requests to one signature
-    are joined along axis 0, run once, and split again."""
+    are joined along axis 0, run once, and split again. At most `num_threads` batches run at a time
+    (SAGEMAKER_TFS_NUM_BATCH_THREADS, as TF Serving's batch threads)."""
 
-    def __init__(self, max_batch_size: int, timeout_micros: int, max_enqueued: int) -> None:
+    def __init__(self, max_batch_size: int, timeout_micros: int, max_enqueued: int, num_threads: int) -> None:
         self.max_batch_size = max_batch_size
         self.timeout = timeout_micros / 1e6
         self.max_enqueued = max_enqueued
+        self.running = threading.BoundedSemaphore(num_threads)
         self.lock = threading.Lock()
         self.queues: dict[tuple[int, str], list[_Pending]] = {}
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Batching:
+        return cls(s.max_batch_size, s.batch_timeout_micros, s.max_enqueued_batches, s.num_batch_threads)
 
     def run(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = batch_rows(inputs)
@@ -44,7 +49,8 @@ class Batching:
             time.sleep(self.timeout)
             with self.lock:
                 batch = self.queues.pop(key, [])
-            self._execute(servable, signature, batch)
+            with self.running:
+                self._execute(servable, signature, batch)
         job.done.wait()
         if job.error is not None:
             raise job.error
@@ -72,12 +78,3 @@ class _Pending:
     done: threading.Event = field(default_factory=threading.Event)
     result: dict[str, np.ndarray] | None = None
     error: Exception | None = None
-
-
-def read_batching_file(path: str | None) -> dict[str, int]:
-    """The batching_parameters_file that TF Serving reads: `max_batch_size { value: 8 }` lines."""
-    params = {"max_batch_size": 8, "batch_timeout_micros": 1000, "max_enqueued_batches": 2}
-    if path:
-        for key, value in re.findall(r"(\w+)\s*\{\s*value:\s*(\d+)\s*\}", Path(path).read_text()):
-            params[key] = int(value)
-    return params

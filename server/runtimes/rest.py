@@ -14,16 +14,8 @@ from typing import Any
 import numpy as np
 
 from server.jsonhttp import JsonHandler
-from server.runtimes.model_server import (
-    CLASSIFY,
-    REGRESS,
-    ModelStore,
-    NotFound,
-    State,
-    first_line,
-    is_tf_invalid_argument,
-    signature_def,
-)
+from server.runtimes.servable import CLASSIFY, REGRESS, NotFound, first_line, is_client_error
+from server.runtimes.store import ModelStore, State, signature_def
 from server.tensors import TensorError, columnar, examples_to_protos, predictions, request_to_arrays
 
 _REST_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<rest>/metadata|:\w+)?$")
@@ -54,10 +46,8 @@ def rest_handler(store: ModelStore) -> type[JsonHandler]:
                 return self.send_json(404, {"error": f"unsupported {verb} {self.path}"})
             except NotFound as exc:
                 return self.send_json(404, {"error": str(exc)})
-            except (TensorError, ValueError) as exc:
-                return self.send_json(400, {"error": str(exc)})
             except Exception as exc:
-                if is_tf_invalid_argument(exc):
+                if is_client_error(exc):
                     return self.send_json(400, {"error": first_line(exc)})
                 traceback.print_exc()
                 return self.send_json(500, {"error": f"{type(exc).__name__}: {first_line(exc)}"})

@@ -1,18 +1,16 @@
-"""TF-Serving-compatible server for SavedModels, used where `tensorflow_model_server` is not on PATH.
+"""The SavedModel backend (runtime "tensorflow"), used where `tensorflow_model_server` is not on PATH.
 
-`python -m server.runtimes.tfs_server --port=G --rest_api_port=R --model_config_file=F ...`
-takes the real binary's flags, so the gateway never knows which of the two it talks to.
+The model server (model_server.py) takes the real binary's flags, so the gateway never knows which of the two
+it talks to.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from server.runtimes.model_server import Backend, Servable, serve
+from server.runtimes.servable import Backend, RuntimeOptions, Servable
 from server.tensors import Signature
 
 
@@ -39,13 +37,13 @@ class SavedModelServable:
         return {k: v.numpy() for k, v in result.items()}
 
 
-def make_backend(args: argparse.Namespace) -> Backend:
+def make_backend(options: RuntimeOptions) -> Backend:
     import tensorflow as tf
 
-    if args.tensorflow_intra_op_parallelism:
-        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
-    if args.tensorflow_inter_op_parallelism:
-        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+    if options.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(options.intra_op_threads)
+    if options.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(options.inter_op_threads)
     for gpu in tf.config.list_physical_devices("GPU"):
         # Several instances share a GPU: grow on demand instead of grabbing it all.
         tf.config.experimental.set_memory_growth(gpu, True)
@@ -54,11 +52,3 @@ def make_backend(args: argparse.Namespace) -> Backend:
         return SavedModelServable(path)
 
     return load
-
-
-def main(argv: list[str] | None = None) -> None:
-    serve(sys.argv[1:] if argv is None else argv, make_backend)
-
-
-if __name__ == "__main__":
-    main()

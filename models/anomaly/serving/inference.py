@@ -3,7 +3,7 @@
 Takes image/png, image/jpeg or application/x-image. Returns IsAnomalous and Confidence as
 Lookout's DetectAnomalies does, plus the anomaly score, the threshold, a coarse anomaly mask (PNG,
 base64, over the region of interest) and the bounding box of the anomalous area in image pixels.
-The region of interest is applied by the same code as in training (lib/anomaly_preprocess.py).
+The region of interest is applied by the same code as in training (lib/anomaly/preprocess.py).
 """
 
 from __future__ import annotations
@@ -15,15 +15,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-from anomaly_preprocess import INPUT_SIZE, decode, to_input
+from anomaly.preprocess import INPUT_SIZE, to_input
+from handler_kit import UnsupportedType, decode_image, json_response
 from PIL import Image
 
 CONFIG = json.loads(Path(__file__).with_name("config.json").read_text())
 IMAGE_TYPES = ("image/png", "image/jpeg", "application/x-image")
-
-
-class UnsupportedType(ValueError):
-    status_code = 415
 
 
 def _version(context) -> dict:
@@ -34,7 +31,7 @@ def input_handler(data, context):
     if context.request_content_type not in IMAGE_TYPES:
         raise UnsupportedType(f"anomaly takes {', '.join(IMAGE_TYPES)}, not {context.request_content_type}")
     cfg = _version(context)
-    image = to_input(decode(data.read()), cfg["roi"], cfg["image_size"])
+    image = to_input(decode_image(data.read()), cfg["roi"], cfg["image_size"])
     return {"inputs": {"images": image[None]}}
 
 
@@ -54,7 +51,7 @@ def output_handler(response, context):
     mask = amap >= threshold
     result["AnomalyMask"] = _mask_png(mask)
     result["BoundingBox"] = _box(mask, amap.shape, cfg) if anomalous and mask.any() else None
-    return json.dumps(result), "application/json"
+    return json_response(result)
 
 
 def _mask_png(mask: np.ndarray) -> str:

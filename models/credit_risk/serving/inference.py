@@ -1,35 +1,27 @@
 """Scores German-credit loan applications given in the readable schema (SageMaker TFS handlers).
 
 Rows come as text/csv (header optional; without one, fields follow the UCI column order) or as
-JSON records. `prep` (code/lib/prep.py) is the flow exported at build time with its fitted state,
+JSON records. `prep` (code/lib/credit_risk/prep.py) is the flow exported at build time with its fitted state,
 so serving applies exactly the training-time transform. Each row gets the probability of high
 risk and a label; bad rows get a 400 naming the row and column.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import prep
+from credit_risk import prep
+from handler_kit import CSV, JSON, BadRequest, UnsupportedType, csv_response, csv_rows, json_response, negotiate
 
+RESPONSE_TYPES = (JSON, CSV)
 CONFIG = json.loads((Path(__file__).with_name("config.json")).read_text())
 
 
-class BadRequest(ValueError):
-    status_code = 400
-
-
-class UnsupportedType(ValueError):
-    status_code = 415
-
-
 def _csv_frame(text: str) -> pd.DataFrame:
-    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    rows = csv_rows(text)
     columns = prep.INPUT_COLUMNS
     if set(rows[0]) <= {*columns, CONFIG["label"]} and len(set(rows[0])) == len(rows[0]):
         header, rows = rows[0], rows[1:]
@@ -59,11 +51,12 @@ def _json_frame(body: bytes, lines: bool) -> pd.DataFrame:
 
 
 def input_handler(data, context):
+    negotiate(context.accept_header, RESPONSE_TYPES)  # an unanswerable Accept is a 406 before the model runs
     body = data.read()
     if not body.strip():
         raise BadRequest("the request body is empty")
     ctype = context.request_content_type
-    if ctype == "text/csv":
+    if ctype == CSV:
         frame = _csv_frame(body.decode("utf-8", errors="replace"))
     elif ctype in ("application/json", "application/jsonlines"):
         frame = _json_frame(body, lines=ctype == "application/jsonlines")
@@ -81,6 +74,6 @@ def output_handler(response, context):
         {"probability_high_risk": round(float(p), 6), "label": "high risk" if p >= threshold else "low risk"}
         for p in probabilities
     ]
-    if "text/csv" in context.accept_header:
-        return "".join(f"{r['probability_high_risk']},{r['label']}\n" for r in rows), "text/csv"
-    return json.dumps({"predictions": rows}), "application/json"
+    if negotiate(context.accept_header, RESPONSE_TYPES) == CSV:
+        return csv_response([[r["probability_high_risk"], r["label"]] for r in rows])
+    return json_response({"predictions": rows})

@@ -1,7 +1,7 @@
 """Music transformer handlers: a MIDI melody in, the melody plus its extension out.
 
 Takes audio/midi (parameters as custom attributes, `temperature=1.1,max_notes=50`) or application/json
-`{"midi": <base64>, "temperature": .., ...}`. Parameters are DeepComposer's (see music_params): a bad
+`{"midi": <base64>, "temperature": .., ...}`. Parameters are DeepComposer's (see music_transformer.params): a bad
 one is a 400 naming it, checked here before the runtime runs the whole generation loop in one
 Predict call. Accept: audio/midi (default), application/json (notes and tokens), image/png (a piano roll).
 """
@@ -13,9 +13,10 @@ import binascii
 import json
 
 import numpy as np
-from music_params import ParameterError, as_tensors, parse, parse_attributes
-from music_pianoroll import piano_roll_png
-from music_tokens import (
+from handler_kit import UnsupportedType, json_response, model_attributes, negotiate
+from music_transformer.params import ParameterError, as_tensors, parse
+from music_transformer.pianoroll import piano_roll_png
+from music_transformer.tokens import (
     STEPS_PER_SECOND,
     TIME_SHIFT,
     VELOCITY,
@@ -32,17 +33,9 @@ MIDI_TYPES = ("audio/midi", "audio/x-midi", "audio/mid")
 RESPONSE_TYPES = ("audio/midi", "application/json", "image/png")
 
 
-class UnsupportedType(ValueError):
-    status_code = 415
-
-
-class NotAcceptable(ValueError):
-    status_code = 406
-
-
 def _request(body: bytes, context) -> tuple[bytes, dict]:
     if context.request_content_type in MIDI_TYPES:
-        return body, parse_attributes(context.custom_attributes)
+        return body, model_attributes(context.custom_attributes)
     if context.request_content_type != "application/json":
         raise UnsupportedType(f"the music model takes {', '.join(MIDI_TYPES)} or application/json")
     try:
@@ -55,20 +48,8 @@ def _request(body: bytes, context) -> tuple[bytes, dict]:
     return midi, request
 
 
-def _accept(header: str) -> str:
-    wanted = [part.split(";")[0].strip() for part in (header or "").split(",") if part.strip()]
-    for kind in wanted:
-        if kind in RESPONSE_TYPES:
-            return kind
-        if kind in ("*/*", "audio/*"):
-            return "audio/midi"
-    if not wanted:
-        return "audio/midi"
-    raise NotAcceptable(f"Accept {header!r}: the music model answers with {', '.join(RESPONSE_TYPES)}")
-
-
 def input_handler(data, context):
-    accept = _accept(context.accept_header)
+    accept = negotiate(context.accept_header, RESPONSE_TYPES, "audio/midi")
     midi, values = _request(data.read(), context)
     params = parse(values)
     notes = [n for n in read_midi(midi) if n.start < params.input_duration]
@@ -90,7 +71,7 @@ def output_handler(response, context):
         return piano_roll_png(given, added, f"input + {params.extension_duration:g} s extension"), "image/png"
     if accept == "application/json":
         as_dict = [{"start": n.start, "end": n.end, "pitch": n.pitch, "velocity": n.velocity} for n in notes]
-        return json.dumps(
+        return json_response(
             {
                 "notes": as_dict,
                 "input_notes": len(given),
@@ -100,5 +81,5 @@ def output_handler(response, context):
                 "events": [describe(t) for t in generated],
                 "parameters": params.as_dict(),
             }
-        ), "application/json"
+        )
     return write_midi(notes), "audio/midi"

@@ -10,14 +10,13 @@ max_detections (default 100, as torchvision's detectors) [{"box": [x1, y1, x2, y
 from __future__ import annotations
 
 import base64
-import io
 import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-from yolo_boxes import detections, letterbox
-from yolo_coco import CLASSES
+from handler_kit import BadRequest, UnsupportedType, decode_image, json_body, json_response, model_attributes
+from yolov4.boxes import detections, letterbox
+from yolov4.coco import CLASSES
 
 CONFIG = json.loads(Path(__file__).with_name("config.json").read_text())
 IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
@@ -25,17 +24,9 @@ DEFAULTS = {"conf_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100
 MAX_BOXES = 10647  # what YOLOv4-416's three heads propose
 
 
-class BadRequest(ValueError):
-    status_code = 400
-
-
-class UnsupportedType(ValueError):
-    status_code = 415
-
-
 def _thresholds(raw: str, extra: dict) -> dict[str, float]:
     out = dict(DEFAULTS)
-    pairs = dict(p.split("=", 1) for p in raw.split(",") if "=" in p)
+    pairs = model_attributes(raw)
     for key in DEFAULTS:
         value = extra.get(key, pairs.get(key))
         if value is None:
@@ -51,30 +42,19 @@ def _thresholds(raw: str, extra: dict) -> dict[str, float]:
     return out
 
 
-def _image(data: bytes) -> Image.Image:
-    if not data:
-        raise BadRequest("the image is empty")
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise BadRequest(f"not a readable image: {exc}") from None
-    return img.convert("RGB")
-
-
 def input_handler(data, context):
     body = data.read()
     extra: dict = {}
     if context.request_content_type == "application/json":
+        request = json_body(body)
         try:
-            request = json.loads(body)
             body = base64.b64decode(request["image"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise BadRequest(f'send {{"image": <base64>}}: {exc}') from None
         extra = {k: request[k] for k in DEFAULTS if k in request}
     elif context.request_content_type not in IMAGE_TYPES:
         raise UnsupportedType(f"yolov4 takes {', '.join(IMAGE_TYPES)} or application/json")
-    tensor, frame = letterbox(_image(body), CONFIG["input_size"])
+    tensor, frame = letterbox(decode_image(body), CONFIG["input_size"])
     context.yolo = (frame, _thresholds(context.custom_attributes, extra))
     return {"inputs": {"input0": tensor[None]}}
 
@@ -86,4 +66,4 @@ def output_handler(response, context):
     classes = class_probs.argmax(1)
     scores = out[:, 4] * class_probs[np.arange(len(out)), classes]
     found = detections(out[:, :4], scores, classes, frame, CLASSES, **thresholds)
-    return json.dumps(found), "application/json"
+    return json_response(found)

@@ -1,4 +1,4 @@
-"""TF-Serving-compatible server for the music transformer: the whole generation loop runs here.
+"""The music transformer's backend (runtime "music_transformer"): the whole generation loop runs in the runtime.
 
 A version directory holds `model.pt` (weights + config) and `compiled/metadata.json`
 (`{"runtime": "music_transformer", "artifact": "model.pt"}`). The `serving_default` signature takes
@@ -9,17 +9,13 @@ stays in this process for the length of the call.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from server.modeldir import read_metadata
 from server.protos import types_pb2
-from server.runtimes.batching import read_batching_file
-from server.runtimes.model_server import PREDICT, Backend, Servable, serve
-from server.runtimes.torchscript_server import set_torch_threads
+from server.runtimes.servable import PREDICT, Backend, RuntimeOptions, Servable
 from server.tensors import Signature, TensorSpec
 
 
@@ -42,7 +38,7 @@ class MusicServable:
         from models.music_transformer.batching import BatchedGenerator
         from models.music_transformer.model import load
 
-        meta = json.loads((path / "compiled" / "metadata.json").read_text())
+        meta = read_metadata(path)
         self.model = load(path / meta.get("artifact", "model.pt"))
         self.signatures = {"serving_default": signature()}
         self.warmup_inputs = {"serving_default": warmup_request()}
@@ -74,20 +70,10 @@ def warmup_request() -> dict[str, np.ndarray]:
     return {"tokens": np.asarray([encode(scale)], dtype=np.int32), **as_tensors(Params(extension_duration=1.0))}
 
 
-def make_backend(args: argparse.Namespace) -> Backend:
-    set_torch_threads(args)
-    batching = args.enable_batching.lower() == "true"
-    max_batch = read_batching_file(args.batching_parameters_file)["max_batch_size"] if batching else 0
+def make_backend(options: RuntimeOptions) -> Backend:
+    options.set_torch_threads()
 
     def load(path: Path) -> Servable:
-        return MusicServable(path, max_batch)
+        return MusicServable(path, options.max_batch_size)
 
     return load
-
-
-def main(argv: list[str] | None = None) -> None:
-    serve(sys.argv[1:] if argv is None else argv, make_backend)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""TF-Serving-compatible server for TorchScript models (the uncompiled PyTorch path).
+"""The TorchScript backend (runtime "torchscript"): the uncompiled PyTorch path, served by the model server.
 
 A version directory holds the artifact as SageMaker Neo receives it, `model.tar.gz` with a traced
 `model.pth` inside, and `compiled/metadata.json` naming this runtime and the input shapes
@@ -8,16 +8,14 @@ One signature, `serving_default`, maps the named inputs, in order, to `output0`,
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from compiler.artifact import load_traced
+from server.modeldir import read_metadata
 from server.protos import types_pb2
-from server.runtimes.model_server import PREDICT, Backend, Servable, serve
+from server.runtimes.servable import PREDICT, Backend, RuntimeOptions, Servable
 from server.tensors import Signature, TensorSpec
 
 
@@ -25,7 +23,7 @@ class TorchScriptServable:
     def __init__(self, path: Path) -> None:
         import torch
 
-        meta = json.loads((path / "compiled" / "metadata.json").read_text())
+        meta = read_metadata(path)
         self.module = load_traced(path / meta.get("artifact", "model.tar.gz"))
         self._torch = torch
         self.input_names = list(meta["inputs"])
@@ -45,28 +43,10 @@ class TorchScriptServable:
         return {f"output{i}": o.numpy() for i, o in enumerate(outs)}
 
 
-def set_torch_threads(args: argparse.Namespace) -> None:
-    """The intra/inter-op pool sizes from tensorflow_model_server's flags, for every PyTorch runtime."""
-    import torch
-
-    if args.tensorflow_intra_op_parallelism:
-        torch.set_num_threads(args.tensorflow_intra_op_parallelism)
-    if args.tensorflow_inter_op_parallelism:
-        torch.set_num_interop_threads(args.tensorflow_inter_op_parallelism)
-
-
-def make_backend(args: argparse.Namespace) -> Backend:
-    set_torch_threads(args)
+def make_backend(options: RuntimeOptions) -> Backend:
+    options.set_torch_threads()
 
     def load(path: Path) -> Servable:
         return TorchScriptServable(path)
 
     return load
-
-
-def main(argv: list[str] | None = None) -> None:
-    serve(sys.argv[1:] if argv is None else argv, make_backend)
-
-
-if __name__ == "__main__":
-    main()

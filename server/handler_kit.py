@@ -1,0 +1,135 @@
+"""The handler kit: what every model's `inference.py` needs, in one dependency-free module.
+
+`sagestack build` ships this very file into each model's `code/lib/` (server/modeldir.export_code), and the
+gateway uses it too, so a handler and the gateway agree on errors, custom attributes, Accept and images.
+Every error carries its HTTP `status_code`; the gateway answers it as a JSON 4xx naming the problem.
+Only the standard library is imported here; `decode_image` imports Pillow when it is called.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+JSON = "application/json"
+CSV = "text/csv"
+ALIASES = {"application/jsonl": "application/jsonlines", "application/x-jsonlines": "application/jsonlines",
+           "text/json": JSON}  # fmt: skip
+# Custom-attribute keys the gateway routes on (tfs-model-name, tfs-model-version, tfs-method, compiled).
+ROUTING_PREFIX = "tfs-"
+ROUTING_KEYS = ("compiled",)
+# Decoded images larger than this are refused before their pixels are read (a decompression bomb is a 413).
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+class ClientError(ValueError):
+    """A bad request; subclasses say which HTTP status."""
+
+    status_code = 400
+
+
+class BadRequest(ClientError):
+    status_code = 400
+
+
+class NotAcceptable(ClientError):
+    status_code = 406
+
+
+class PayloadTooLarge(ClientError):
+    status_code = 413
+
+
+class UnsupportedType(ClientError):
+    status_code = 415
+
+
+def parse_attributes(raw: str | None) -> dict[str, str]:
+    """`X-Amzn-SageMaker-Custom-Attributes: tfs-model-name=m,temperature=1.1` -> {key: value}."""
+    out = {}
+    for part in (raw or "").split(","):
+        key, sep, value = part.partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def model_attributes(raw: str | None) -> dict[str, str]:
+    """The custom attributes meant for the model: parse_attributes without the gateway's routing keys."""
+    return {
+        k: v for k, v in parse_attributes(raw).items() if not k.startswith(ROUTING_PREFIX) and k not in ROUTING_KEYS
+    }
+
+
+def media_type(header: str | None, default: str = JSON) -> str:
+    """`Text/CSV; charset=utf-8` -> `text/csv` (aliases folded), `default` for none."""
+    if not header:
+        return default
+    kind = header.split(";", 1)[0].strip().lower()
+    return ALIASES.get(kind, kind)
+
+
+def negotiate(accept: str | None, offered: tuple[str, ...], default: str | None = None) -> str:
+    """The first type in Accept that is `offered` (`default`, or the first offered, for none or a wildcard)."""
+    fallback = default or offered[0]
+    if not accept or not accept.strip():
+        return fallback
+    for part in accept.split(","):
+        kind = media_type(part, "")
+        if kind in ("*/*", ""):
+            return fallback
+        if kind.endswith("/*"):
+            family = kind[:-1]
+            matches = [o for o in (fallback, *offered) if o.startswith(family)]
+            if matches:
+                return matches[0]
+        if kind in offered:
+            return kind
+    raise NotAcceptable(f"cannot produce any of Accept '{accept}'; use one of {', '.join(offered)}")
+
+
+def json_body(body: bytes, what: str = "JSON") -> Any:
+    """The parsed JSON body, or a 400 that says where it broke."""
+    if not body.strip():
+        raise BadRequest("the request body is empty")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed {what}: {exc}") from None
+
+
+def json_response(value: Any) -> tuple[str, str]:
+    """A handler's (body, content type) for a JSON answer."""
+    return json.dumps(value), JSON
+
+
+def csv_rows(text: str) -> list[list[str]]:
+    """The non-empty rows of a CSV body."""
+    return [row for row in csv.reader(io.StringIO(text)) if row]
+
+
+def csv_response(rows: list[list[Any]]) -> tuple[str, str]:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue(), CSV
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS):
+    """PNG/JPEG/... bytes -> an RGB PIL image; empty, unreadable or oversized images are client errors."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise BadRequest("the image is empty")
+    try:
+        img = Image.open(io.BytesIO(data))  # reads the header only
+        width, height = img.size
+        if width * height > max_pixels:
+            raise PayloadTooLarge(f"the image is {width}x{height} pixels; at most {max_pixels:,} pixels are decoded")
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise PayloadTooLarge(str(exc)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise BadRequest(f"not a readable image: {exc}") from None
+    return img.convert("RGB")
