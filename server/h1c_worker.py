@@ -227,7 +227,12 @@ class GeventH1cWorker(GeventWorker):
     """`-k server.h1c_worker.GeventH1cWorker`; SAGEMAKER_GUNICORN_WORKER_CLASS=gevent_h1c selects it."""
 
     def run(self) -> None:
-        self.max_body_bytes = self.wsgi.settings.max_payload_bytes  # create_app's, from the supervisor
+        from server.settings import Settings
+
+        # The gateway app carries the supervisor's settings; any other WSGI app runs outside the supervisor,
+        # where the environment is the only source.
+        settings = getattr(self.wsgi, "settings", None)
+        self.max_body_bytes = (settings if isinstance(settings, Settings) else Settings.from_env()).max_payload_bytes
         if self.cfg.accesslog:
             self.log.warning("the gevent_h1c worker writes no access log; --access-logfile is ignored")
         super().run()
