@@ -1,7 +1,9 @@
-"""The supervisor's control socket: how gateway workers ask it to load or unload a model.
+"""The supervisor's control socket: how gateway workers ask it to load or unload a model, and wait for a change.
 
 Plain HTTP/1.1 with JSON over a unix socket in the run directory. Only the supervisor starts and
 stops runtime processes; every gunicorn worker then sees the result through the routing table.
+`GET /routes?after=N&timeout=T` answers when the table's version passes N (a restarted runtime is
+READY, say), so a worker that has no instance to call waits for that event instead of polling.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from server.jsonhttp import JsonHandler
 
@@ -22,12 +25,30 @@ Reply = tuple[int, dict[str, Any]]
 
 
 class ControlServer:
-    def __init__(self, path: Path, load: Callable[[str, str], Reply], unload: Callable[[str], Reply]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        load: Callable[[str, str], Reply],
+        unload: Callable[[str], Reply],
+        wait_routes: Callable[[int, float], int],
+    ) -> None:
         path.unlink(missing_ok=True)
 
         class Handler(JsonHandler):
             def address_string(self) -> str:
                 return "control"
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                if url.path != "/routes":
+                    return self.send_json(404, {"error": f"unknown control path {self.path}"})
+                query = parse_qs(url.query)
+                try:
+                    after = int(query.get("after", ["0"])[0])
+                    timeout = min(float(query.get("timeout", ["0"])[0]), 600.0)
+                except ValueError:
+                    return self.send_json(400, {"error": "after and timeout must be numbers"})
+                self.send_json(200, {"version": wait_routes(after, max(timeout, 0.0))})
 
             def do_POST(self) -> None:
                 body = json.loads(self.read_body() or b"{}")
@@ -75,3 +96,12 @@ def request(path: Path, method: str, url: str, body: dict[str, Any] | None = Non
         return response.status, json.loads(response.read() or b"{}")
     finally:
         conn.close()
+
+
+def wait_routes(path: Path, after: int, seconds: float) -> int | None:
+    """The routing table's version once it passes `after`, or after `seconds`; None if the supervisor is gone."""
+    try:
+        status, body = request(path, "GET", f"/routes?after={after}&timeout={seconds:.3f}", timeout=seconds + 5)
+    except OSError:
+        return None
+    return body.get("version") if status == 200 else None

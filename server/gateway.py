@@ -62,7 +62,7 @@ class Target:
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.runtimes = Runtimes(settings.routes_file)
+        self.runtimes = Runtimes(settings.routes_file, settings.control_socket, settings.restart_wait_seconds)
         self.timeout = float(settings.gunicorn_timeout)
         self._handlers: dict[tuple[str, str | None], handlers.ModelHandlers | None] = {}
         self.coalescer = Coalescer(settings.gateway_batch_size, metrics.observe_batch)

@@ -1,20 +1,27 @@
 """The gateway's side of the runtime pool: binary gRPC calls spread over a model's instances.
 
 Each call goes to the ready instance with the fewest requests outstanding from this worker
-(ties rotate). An instance that refuses the connection is skipped for a moment and the call is
-retried on the next one, so a runtime that dies mid-load costs only the requests it was
-running. Channels are made lazily, after gunicorn forks, and remade when an instance restarts.
+(ties rotate). An instance that is UNAVAILABLE (refused the connection, or died with the call in
+flight) is skipped and the call goes to the next one; each process (instance and pid) is tried at
+most once per call. When no instance is left, the call waits for the routing table to change (the
+supervisor's control socket answers when it does: no polling) until a restarted instance is READY,
+within the call's deadline and SAGESTACK_RESTART_WAIT_SECONDS. So a restart loses no request:
+Predict, Classify, Regress and GetModelMetadata have no side effects, and a call is re-sent only to
+another process. Channels are made lazily, after gunicorn forks, and remade when an instance restarts.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from server import control
 from server.protos import get_model_metadata_pb2, prediction_service_pb2_grpc
 from server.routes import READY, InstanceRoute, ModelRoute, RouteReader
 from server.tensors import Signature
@@ -62,11 +69,17 @@ class Instance:
         self._channel = self._stub = None
 
 
+# wait(seconds) -> whether the routing table changed within them (and was re-read).
+Waiter = Callable[[float], bool]
+
+
 class ModelPool:
-    def __init__(self, route: ModelRoute) -> None:
+    def __init__(self, route: ModelRoute, wait: Waiter, wait_seconds: float) -> None:
         self.route = route
         self.instances: dict[str, Instance] = {}
         self._rotation = itertools.count()
+        self.wait = wait
+        self.wait_seconds = wait_seconds
         self.update(route)
 
     def update(self, route: ModelRoute) -> None:
@@ -85,9 +98,9 @@ class ModelPool:
             gone.close()
         self.instances = fresh
 
-    def pick(self, exclude: set[str]) -> Instance | None:
+    def pick(self, exclude: set[tuple[str, int | None]]) -> Instance | None:
         now = time.monotonic()
-        ready = [i for i in self.instances.values() if i.route.id not in exclude and i.usable(now)]
+        ready = [i for i in self.instances.values() if (i.route.id, i.route.pid) not in exclude and i.usable(now)]
         if not ready:
             return None
         start = next(self._rotation) % len(ready)
@@ -95,22 +108,33 @@ class ModelPool:
         return min(rotated, key=lambda i: i.outstanding)
 
     def call(self, method: str, request: Any, timeout: float) -> Any:
-        tried: set[str] = set()
+        """`method` on the best instance within `timeout`, waiting out a restart if every instance is down."""
+        started = time.monotonic()
+        deadline = started + timeout
+        wait_until = min(deadline, started + self.wait_seconds)
+        tried: set[tuple[str, int | None]] = set()
         last: grpc.RpcError | None = None
-        while (inst := self.pick(tried)) is not None:
+        while True:
+            inst = self.pick(tried)
+            if inst is None:
+                left = wait_until - time.monotonic()
+                if left <= 0 or not self.wait(left):
+                    break
+                continue  # the table changed: a restarted instance may be READY
             inst.outstanding += 1
             try:
-                return getattr(inst.stub, method)(request, timeout=timeout)
+                return getattr(inst.stub, method)(request, timeout=max(deadline - time.monotonic(), 0.001))
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
                 inst.skip_until = time.monotonic() + SKIP_SECONDS
-                tried.add(inst.route.id)
+                tried.add((inst.route.id, inst.route.pid))
                 last = exc
             finally:
                 inst.outstanding -= 1
         detail = f": {last.details()}" if last is not None else ""
-        raise PoolUnavailable(f"no instance of model '{self.route.name}' is available{detail}")
+        waited = time.monotonic() - started
+        raise PoolUnavailable(f"no instance of model '{self.route.name}' became available in {waited:.1f} s{detail}")
 
 
 @dataclass(frozen=True)
@@ -122,11 +146,21 @@ class VersionSignatures:
 class Runtimes:
     """All model pools of this worker, kept in step with the routing table."""
 
-    def __init__(self, routes_file: Any) -> None:
+    def __init__(self, routes_file: Path, control_socket: Path, wait_seconds: float) -> None:
         self.reader = RouteReader(routes_file)
+        self.control_socket = control_socket
+        self.wait_seconds = wait_seconds
         self.pools: dict[str, ModelPool] = {}
         self._table = None
         self._metadata: dict[tuple[str, int], VersionSignatures] = {}
+
+    def wait_for_change(self, seconds: float) -> bool:
+        """Block (cooperatively, under gevent) until the supervisor writes a newer table, then re-read it."""
+        known = self.table(fresh=True).version
+        version = control.wait_routes(self.control_socket, known, seconds)
+        if version is None:
+            time.sleep(min(seconds, 0.1))  # no supervisor to ask (a worker outside it): look again shortly
+        return self.table(fresh=True).version > known
 
     def table(self, fresh: bool = False):
         table = self.reader.table(fresh)
@@ -140,7 +174,7 @@ class Runtimes:
                 if name in self.pools:
                     self.pools[name].update(route)
                 else:
-                    self.pools[name] = ModelPool(route)
+                    self.pools[name] = ModelPool(route, self.wait_for_change, self.wait_seconds)
             self._table = table
         return table
 

@@ -46,6 +46,8 @@ class RouteTable:
     multi_model: bool = False
     # Models that could not start under SAGESTACK_FAIL_ON_MODEL_ERROR=false: name -> why (backend, module).
     failed: dict[str, str] = field(default_factory=dict)
+    # Raised by the supervisor on every write; a worker waiting for a restart asks for a version after its own.
+    version: int = 0
 
     def write(self, path: Path) -> None:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -59,7 +61,8 @@ class RouteTable:
             name: ModelRoute(**{**m, "instances": [InstanceRoute(**i) for i in m["instances"]]})
             for name, m in raw["models"].items()
         }
-        return cls(models, raw.get("default_model"), raw.get("multi_model", False), raw.get("failed", {}))
+        rest = {key: raw[key] for key in ("default_model", "multi_model", "failed", "version") if key in raw}
+        return cls(models, **rest)
 
 
 class RouteReader:

@@ -62,6 +62,7 @@ class Settings:
     fail_on_model_error: bool
     model_url: str | None
     tuning_dir: Path | None
+    restart_wait_seconds: float
 
     @property
     def max_payload_bytes(self) -> int:
@@ -136,6 +137,7 @@ class Settings:
     @classmethod
     def _read(cls, e: _Env) -> Settings:
         cpus = os.cpu_count() or 1
+        gunicorn_timeout = e.integer("SAGEMAKER_GUNICORN_TIMEOUT_SECONDS", 30, lo=1)
         return cls(
             bind_port=e.integer("SAGEMAKER_BIND_TO_PORT", 8080, lo=1, hi=65535),
             bind_address=e.text("SAGESTACK_BIND_ADDRESS", "0.0.0.0"),
@@ -154,7 +156,7 @@ class Settings:
             gunicorn_workers=e.integer("SAGEMAKER_GUNICORN_WORKERS", 1, lo=1, hi=256),
             gunicorn_threads=e.integer("SAGEMAKER_GUNICORN_THREADS", 1, lo=1, hi=1024),
             gunicorn_worker_class=e.choice("SAGEMAKER_GUNICORN_WORKER_CLASS", "gevent", WORKER_CLASSES),
-            gunicorn_timeout=e.integer("SAGEMAKER_GUNICORN_TIMEOUT_SECONDS", 30, lo=1),
+            gunicorn_timeout=gunicorn_timeout,
             gunicorn_loglevel=e.choice("SAGEMAKER_GUNICORN_LOGLEVEL", "info", LOG_LEVELS),
             nginx_proxy_read_timeout=e.integer("SAGEMAKER_NGINX_PROXY_READ_TIMEOUT_SECONDS", 60, lo=1),
             nginx_loglevel=e.choice("SAGEMAKER_TFS_NGINX_LOGLEVEL", "error", NGINX_LOG_LEVELS),
@@ -169,6 +171,7 @@ class Settings:
             fail_on_model_error=e.boolean("SAGESTACK_FAIL_ON_MODEL_ERROR", True),
             model_url=e.text("SAGESTACK_MODEL_URL", None),
             tuning_dir=e.optional_path("SAGESTACK_TUNING_DIR"),
+            restart_wait_seconds=e.number("SAGESTACK_RESTART_WAIT_SECONDS", float(gunicorn_timeout), lo=0.0, hi=3600.0),
         )
 
 

@@ -68,6 +68,7 @@ class Supervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.lock = threading.RLock()
+        self.routes_changed = threading.Condition(self.lock)
         self.table = RouteTable(multi_model=settings.multi_model)
         self.runtimes: dict[str, list[RuntimeInstance]] = {}
         self.loading: set[str] = set()
@@ -124,7 +125,7 @@ class Supervisor:
             if not self.table.models:
                 raise StartupError(f"no model could be served: {self.table.failed}")
         self._write_routes()
-        self.control = control.ControlServer(s.control_socket, self.load_model, self.unload_model)
+        self.control = control.ControlServer(s.control_socket, self.load_model, self.unload_model, self.wait_routes)
         self.control.start()
         self._start_gunicorn()
         self._wait_gunicorn(time.monotonic() + 60)
@@ -203,7 +204,15 @@ class Supervisor:
 
     def _write_routes(self) -> None:
         with self.lock:
+            self.table.version += 1
             self.table.write(self.settings.routes_file)
+            self.routes_changed.notify_all()
+
+    def wait_routes(self, after: int, timeout: float) -> int:
+        """Block until the routing table is newer than `after` (or `timeout` passes); its version then."""
+        with self.routes_changed:
+            self.routes_changed.wait_for(lambda: self.table.version > after, timeout)
+            return self.table.version
 
     def _start_gunicorn(self) -> None:
         s = self.settings
