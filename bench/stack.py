@@ -56,6 +56,11 @@ class Stack:
     def routes(self) -> dict:
         return json.loads((self.run_dir / "routes.json").read_text())
 
+    def log_lines(self) -> list[dict]:
+        """The JSON lines the stack wrote to stdout so far (nginx's access log, the gateway's timings)."""
+        text = (self.run_dir / "stdout.log").read_text(errors="replace")
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
     def stop(self, timeout: float = 40) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -77,7 +82,9 @@ def start_stack(model_dir: Path | None, run_dir: Path, cpus: str | None = None, 
     if model_dir is not None:
         full_env["SAGESTACK_MODEL_DIR"] = str(model_dir)
     argv = [*taskset_prefix(cpus), sys.executable, "-m", "server.cli", "serve"]
-    proc = subprocess.Popen(argv, env=full_env, cwd=ROOT)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "stdout.log", "ab") as stdout:  # the JSON access log, kept off the terminal
+        proc = subprocess.Popen(argv, env=full_env, cwd=ROOT, stdout=stdout)
     stack = Stack(f"http://127.0.0.1:{port}", proc, run_dir)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:

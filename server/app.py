@@ -13,14 +13,16 @@ from typing import Any
 
 import falcon
 
-from server import metrics
+from server import metrics, request_log
 from server.errors import ApiError
-from server.gateway import Gateway
+from server.gateway import COMPILED_SUFFIX, Gateway
+from server.request_log import RequestTimings
 from server.settings import Settings
 
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 SERVED_BY = "X-Sagestack-Model"
+VARIANT = "X-Sagestack-Variant"  # "compiled" when the compiled twin answered, else "default"
 log = logging.getLogger("sagestack.app")
 
 
@@ -66,8 +68,12 @@ class Invocations:
         metrics.in_flight(target.model).inc()
         req.context.in_flight = True
         body = read_body(req, settings.max_payload_bytes)
-        resp.data, resp.content_type = self.gateway.invoke(target, body, req.content_type, req.get_header("Accept"))
+        timings: RequestTimings = req.context.timings
+        resp.data, resp.content_type = self.gateway.invoke(
+            target, body, req.content_type, req.get_header("Accept"), timings
+        )
         resp.set_header(SERVED_BY, target.model)  # which model (or variant) answered
+        resp.set_header(VARIANT, "compiled" if target.model.endswith(COMPILED_SUFFIX) else "default")
 
 
 class Models:
@@ -119,12 +125,18 @@ class Metrics:
 
 
 class RequestMetrics:
-    """Counts and times every request by model and route."""
+    """Counts and times every request by model and route; gives each its id and, for invocations, a log line."""
+
+    def __init__(self, access_log: bool) -> None:
+        self.access_log = access_log
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
         req.context.model = ""
         req.context.in_flight = False
+        rid = request_log.request_id(req.get_header(request_log.REQUEST_ID))
+        req.context.timings = RequestTimings(rid, request_log.queue_seconds(req.get_header(request_log.REQUEST_START)))
+        resp.set_header(request_log.REQUEST_ID, rid)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
         if req.context.in_flight:
@@ -133,7 +145,13 @@ class RequestMetrics:
         if route == "/metrics":
             return
         code = int(str(resp.status).split()[0]) if not isinstance(resp.status, int) else resp.status
-        metrics.observe(req.context.model or "-", route, code, time.perf_counter() - req.context.started)
+        took = time.perf_counter() - req.context.started
+        metrics.observe(req.context.model or "-", route, code, took)
+        if req.context.in_flight:  # an invocation: where its time went, under its id
+            timings: RequestTimings = req.context.timings
+            metrics.observe_phases(req.context.model, timings.phases)
+            if self.access_log:
+                request_log.write(timings.log_line(req.context.model, route, code, took))
 
 
 def _api_error(req: falcon.Request, resp: falcon.Response, exc: ApiError, params: dict[str, Any]) -> None:
@@ -174,7 +192,7 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     if not isinstance(settings, Settings):
         settings = Settings.load(settings) if settings else Settings.from_env()
     gateway = Gateway(settings)
-    app = GatewayApp(settings, middleware=[RequestMetrics()])
+    app = GatewayApp(settings, middleware=[RequestMetrics(settings.access_log)])
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)

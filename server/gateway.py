@@ -24,6 +24,7 @@ from server.handler_kit import ClientError, parse_attributes
 from server.modeldir import ModelDirError, model_spec
 from server.pool import PoolUnavailable, Runtimes, UnknownModel
 from server.protos import classification_pb2, predict_pb2, regression_pb2
+from server.request_log import RequestTimings
 from server.routes import READY, RouteTable
 from server.settings import Settings
 from server.tensors import (
@@ -138,30 +139,42 @@ class Gateway:
         return True, f"{len(table.models)} model(s) AVAILABLE{failed}"
 
     # ---- invocation --------------------------------------------------------------------------
-    def invoke(self, target: Target, body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
+    def invoke(
+        self, target: Target, body: bytes, content_type: str | None, accept: str | None, timings: RequestTimings
+    ) -> tuple[bytes, str]:
         ctype = codecs.media_type(content_type)
         code = self.handlers(target.model)
         if code is None:
             if ctype in codecs.HANDLER_TYPES:
                 raise ApiError(415, f"model '{target.model}' has no handler for content type '{ctype}'")
-            return self._default(target, body, ctype, accept)
-        ctx = self._context(target, ctype, accept, len(body))
+            return self._default(target, body, ctype, accept, timings)
+        ctx = self._context(target, ctype, accept, len(body), timings)
         if code.handler is not None:
-            return _as_reply(self._call(target, code.handler, "handler", handlers.as_stream(body), ctx))
-        if code.input_handler is not None:
-            request = self._call(target, code.input_handler, "input_handler", handlers.as_stream(body), ctx)
-        else:
-            request = self._decode(body, ctype)
-        result, outputs = self._run(target, _request_dict(request))
-        response = handlers.ModelResponse(result, outputs)
-        if code.output_handler is not None:
-            return _as_reply(self._call(target, code.output_handler, "output_handler", response, ctx))
-        return codecs.encode(result, self._negotiate(accept))
+            with timings.phase("handler"):
+                return _as_reply(self._call(target, code.handler, "handler", handlers.as_stream(body), ctx))
+        with timings.phase("input"):
+            if code.input_handler is not None:
+                request = self._call(target, code.input_handler, "input_handler", handlers.as_stream(body), ctx)
+            else:
+                request = self._decode(body, ctype)
+        with timings.phase("runtime"):
+            result, outputs = self._run(target, _request_dict(request))
+        with timings.phase("output"):
+            response = handlers.ModelResponse(result, outputs)
+            if code.output_handler is not None:
+                return _as_reply(self._call(target, code.output_handler, "output_handler", response, ctx))
+            return codecs.encode(result, self._negotiate(accept))
 
-    def _default(self, target: Target, body: bytes, ctype: str, accept: str | None) -> tuple[bytes, str]:
-        accept_type = self._negotiate(accept)  # fail before running the model
-        result, _ = self._run(target, self._decode(body, ctype))
-        return codecs.encode(result, accept_type)
+    def _default(
+        self, target: Target, body: bytes, ctype: str, accept: str | None, timings: RequestTimings
+    ) -> tuple[bytes, str]:
+        with timings.phase("input"):
+            accept_type = self._negotiate(accept)  # fail before running the model
+            request = self._decode(body, ctype)
+        with timings.phase("runtime"):
+            result, _ = self._run(target, request)
+        with timings.phase("output"):
+            return codecs.encode(result, accept_type)
 
     def _decode(self, body: bytes, ctype: str) -> dict[str, Any]:
         try:
@@ -258,14 +271,17 @@ class Gateway:
                 raise ApiError(500, f"model '{model}': code/inference.py failed to import: {exc}") from None
         return self._handlers[key]
 
-    def _context(self, target: Target, ctype: str, accept: str | None, length: int) -> handlers.Context:
+    def _context(
+        self, target: Target, ctype: str, accept: str | None, length: int, timings: RequestTimings
+    ) -> handlers.Context:
         route = self.table().models[target.model]
         ready = [i for i in route.instances if i.state == READY] or route.instances
         inst = min(ready, key=lambda i: self.runtimes.pool(target.model).instances[i.id].outstanding)
         version = f"/versions/{target.version}" if target.version else ""
 
         def predict(inputs: dict[str, Any], signature: str = "serving_default") -> dict[str, Any]:
-            return self.predict_arrays(target, inputs, signature)
+            with timings.phase("runtime"):
+                return self.predict_arrays(target, inputs, signature)
 
         return handlers.Context(
             model_name=target.model,
@@ -278,6 +294,7 @@ class Gateway:
             accept_header=accept or codecs.JSON,
             content_length=length,
             predict=predict,
+            request_id=timings.request_id,
         )
 
     def _call(self, target: Target, fn, name: str, *args: Any) -> Any:

@@ -40,6 +40,7 @@ class Context:
     content_length: int
     # sagestack: run the model with binary tensors, e.g. from handler().
     predict: Callable[..., dict[str, np.ndarray]] = field(repr=False, default=None)  # type: ignore[assignment]
+    request_id: str = ""  # X-Amzn-RequestId, as in the access log
 
 
 class ModelResponse:

@@ -37,6 +37,12 @@ BATCH = Histogram(
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+PHASE = Histogram(
+    "sagestack_request_phase_seconds",
+    "Where an invocation's time goes: queue (nginx -> worker), input, runtime, output, handler (handler())",
+    ["model", "phase"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 IN_FLIGHT = Gauge("sagestack_in_flight_requests", "Requests being answered", ["model"], multiprocess_mode="livesum")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -65,6 +71,16 @@ def _batch(model: str) -> Histogram:
 
 def observe_batch(key: tuple, requests: int) -> None:
     _batch(key[0]).observe(requests)
+
+
+@functools.cache
+def _phase(model: str, phase: str) -> Histogram:
+    return PHASE.labels(model, phase)
+
+
+def observe_phases(model: str, phases: dict[str, float]) -> None:
+    for phase, seconds in phases.items():
+        _phase(model, phase).observe(seconds)
 
 
 def observe(model: str, route: str, code: int, seconds: float) -> None:

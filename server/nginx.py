@@ -40,6 +40,7 @@ def render(settings: Settings) -> str:
         address=settings.bind_address,
         port=settings.bind_port,
         proxy_read_timeout=settings.effective_proxy_read_timeout,
+        access_log=settings.access_log,
     )
 
 

@@ -63,6 +63,7 @@ class Settings:
     model_url: str | None
     tuning_dir: Path | None
     restart_wait_seconds: float
+    access_log: bool
 
     @property
     def max_payload_bytes(self) -> int:
@@ -171,6 +172,7 @@ class Settings:
             fail_on_model_error=e.boolean("SAGESTACK_FAIL_ON_MODEL_ERROR", True),
             model_url=e.text("SAGESTACK_MODEL_URL", None),
             tuning_dir=e.optional_path("SAGESTACK_TUNING_DIR"),
+            access_log=e.choice("SAGESTACK_ACCESS_LOG", "on", ("on", "off")) == "on",
             restart_wait_seconds=e.number("SAGESTACK_RESTART_WAIT_SECONDS", float(gunicorn_timeout), lo=0.0, hi=3600.0),
         )
 

@@ -75,7 +75,9 @@ def test_version_selection(stack):
 
 def test_model_selection(stack):
     r = post(stack, [1.0], attrs(tfs_model_name="hpt_handled"))
-    assert r.json() == {"doubled": [7.0], "binary_outputs": True, "model": "hpt_handled"}
+    body = r.json()
+    assert body.pop("request_id") == r.headers["X-Amzn-RequestId"]  # handlers see the request's id
+    assert body == {"doubled": [7.0], "binary_outputs": True, "model": "hpt_handled"}
 
 
 def test_classify_and_regress(stack):
