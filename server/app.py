@@ -16,6 +16,7 @@ import falcon
 from server import metrics, request_log
 from server.errors import ApiError
 from server.gateway import COMPILED_SUFFIX, Gateway
+from server.handler_kit import ClientError, json_body
 from server.request_log import RequestTimings
 from server.settings import Settings
 
@@ -97,9 +98,9 @@ class Models:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._require_mme()
         try:
-            body = json.loads(read_body(req, self.gateway.settings.max_payload_bytes) or b"null")
-        except json.JSONDecodeError as exc:
-            raise ApiError(400, f"malformed JSON: {exc}") from None
+            body = json_body(read_body(req, self.gateway.settings.max_payload_bytes))
+        except ClientError as exc:
+            raise ApiError(exc.status_code, str(exc)) from None
         if not isinstance(body, dict) or not body.get("model_name") or not body.get("url"):
             raise ApiError(400, 'the body must be {"model_name": ..., "url": ...}')
         req.context.model = body["model_name"]

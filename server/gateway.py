@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from server import codecs, control, handlers, metrics
 from server.coalesce import Coalescer, batch_key
 from server.errors import ApiError, bad_request, not_found
 from server.handler_kit import ClientError, parse_attributes
-from server.modeldir import ModelDirError, model_spec
+from server.modeldir import MODEL_NAME, ModelDirError, model_spec
 from server.pool import PoolUnavailable, Runtimes, UnknownModel
 from server.protos import classification_pb2, predict_pb2, regression_pb2
 from server.request_log import RequestTimings
@@ -39,8 +38,8 @@ from server.tensors import (
 
 log = logging.getLogger("sagestack.gateway")
 METHODS = ("predict", "classify", "regress")
+MAX_CUSTOM_ATTRIBUTES = 1024  # SageMaker's InvokeEndpoint limit
 COMPILED_SUFFIX = "_compiled"  # <name>_compiled is the compiled variant of <name>
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _GRPC_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.FAILED_PRECONDITION: 400,
@@ -73,6 +72,11 @@ class Gateway:
         return self.runtimes.table()
 
     def target(self, raw_attributes: str | None, model: str | None = None) -> Target:
+        if raw_attributes and len(raw_attributes) > MAX_CUSTOM_ATTRIBUTES:
+            raise bad_request(
+                f"X-Amzn-SageMaker-Custom-Attributes is {len(raw_attributes):,} characters; "
+                f"at most {MAX_CUSTOM_ATTRIBUTES:,} are taken (SageMaker's limit)"
+            )
         attrs = parse_attributes(raw_attributes)
         table = self.table()
         name = model or attrs.get("tfs-model-name") or table.default_model
@@ -295,6 +299,7 @@ class Gateway:
             content_length=length,
             predict=predict,
             request_id=timings.request_id,
+            max_image_pixels=self.settings.max_image_pixels,
         )
 
     def _call(self, target: Target, fn, name: str, *args: Any) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,6 +27,8 @@ from gunicorn.workers.ggevent import GeventWorker
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers; nginx's own proxy buffers are far smaller
 RECV_BYTES = 256 * 1024
+CHUNK_LINE_BYTES = 4096  # a chunk-size line with its extensions
+HEX_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")  # RFC 9112 chunk-size: HEXDIG only
 NO_BODY_STATUSES = ("1", "204", "304")
 
 
@@ -128,8 +131,10 @@ class Connection:
 
     def _read_line(self) -> bytes:
         while (end := self.buffer.find(b"\r\n")) < 0:
-            if len(self.buffer) > MAX_HEAD_BYTES or not self._fill():
-                raise HTTPError("400 Bad Request", "malformed chunked request body")
+            if len(self.buffer) > CHUNK_LINE_BYTES or not self._fill():
+                raise HTTPError(
+                    "400 Bad Request", "malformed chunked request body (a chunk line is unended or too long)"
+                )
         line = bytes(self.buffer[:end])
         del self.buffer[: end + 2]
         return line
@@ -137,11 +142,10 @@ class Connection:
     def _read_chunked(self) -> bytes:
         parts, total = [], 0
         while True:
-            size_field = self._read_line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_field, 16)
-            except ValueError:
-                raise HTTPError("400 Bad Request", f"bad chunk size {size_field[:20]!r}") from None
+            size_field = self._read_line().split(b";", 1)[0].rstrip(b" \t")
+            if not HEX_SIZE.fullmatch(size_field):  # int(x, 16) would also take 0x1f, 1_f, +1f and spaces
+                raise HTTPError("400 Bad Request", f"bad chunk size {size_field[:20]!r}")
+            size = int(size_field, 16)
             if size == 0:
                 while self._read_line():  # trailer fields, then the empty line
                     pass

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import sys
 from typing import Any
 
 JSON = "application/json"
@@ -20,8 +22,16 @@ ALIASES = {"application/jsonl": "application/jsonlines", "application/x-jsonline
 # Custom-attribute keys the gateway routes on (tfs-model-name, tfs-model-version, tfs-method, compiled).
 ROUTING_PREFIX = "tfs-"
 ROUTING_KEYS = ("compiled",)
-# Decoded images larger than this are refused before their pixels are read (a decompression bomb is a 413).
+# Decoded images larger than this are refused before their pixels are read (a decompression bomb is a 413);
+# the gateway passes SAGESTACK_MAX_IMAGE_PIXELS as context.max_image_pixels.
 MAX_IMAGE_PIXELS = 40_000_000
+# JSON bodies: nesting (tensors need a handful of levels) and elements (commas + 1: an upper bound, read fast).
+MAX_JSON_DEPTH = 64
+MAX_JSON_ELEMENTS = 4_000_000
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_DEPTH_STEP = [0] * 256
+for _byte, _step in ((ord("["), 1), (ord("{"), 1), (ord("]"), -1), (ord("}"), -1)):
+    _DEPTH_STEP[_byte] = _step
 
 
 class ClientError(ValueError):
@@ -90,14 +100,25 @@ def negotiate(accept: str | None, offered: tuple[str, ...], default: str | None 
     raise NotAcceptable(f"cannot produce any of Accept '{accept}'; use one of {', '.join(offered)}")
 
 
-def json_body(body: bytes, what: str = "JSON") -> Any:
-    """The parsed JSON body, or a 400 that says where it broke."""
+def json_body(
+    body: bytes, what: str = "JSON", max_depth: int = MAX_JSON_DEPTH, max_elements: int = MAX_JSON_ELEMENTS
+) -> Any:
+    """The parsed JSON body, or a 400 that says where it broke or which limit it passes (checked before parsing:
+    brackets are counted in C, so a body nested 100,000 deep costs milliseconds, not a RecursionError)."""
     if not body.strip():
         raise BadRequest("the request body is empty")
+    if body.count(b",") >= max_elements:
+        raise BadRequest(f"the {what} body has more than {max_elements:,} elements")
+    brackets = body.translate(None, _NOT_BRACKETS)  # brackets inside strings count too: a safe overestimate
+    depth = max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+    if depth > max_depth:
+        raise BadRequest(f"the {what} body is nested {depth} levels deep; at most {max_depth} are taken")
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed {what}: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"the {what} body is nested deeper than {sys.getrecursionlimit()} levels") from None
 
 
 def json_response(value: Any) -> tuple[str, str]:
@@ -126,10 +147,10 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS):
         img = Image.open(io.BytesIO(data))  # reads the header only
         width, height = img.size
         if width * height > max_pixels:
-            raise PayloadTooLarge(f"the image is {width}x{height} pixels; at most {max_pixels:,} pixels are decoded")
+            raise PayloadTooLarge(f"the image is {width}x{height} pixels: at most {max_pixels:,} pixels are decoded")
         img.load()
-    except Image.DecompressionBombError as exc:
-        raise PayloadTooLarge(str(exc)) from None
+    except Image.DecompressionBombError as exc:  # Pillow's own check, at twice its limit, comes first
+        raise PayloadTooLarge(f"the image is too large: at most {max_pixels:,} pixels are decoded ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise BadRequest(f"not a readable image: {exc}") from None
     return img.convert("RGB")

@@ -11,12 +11,14 @@ through `fresh_version`, `write_metadata` and `export_code`, readers through the
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 METADATA = Path("compiled") / "metadata.json"
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # what a served model may be called
 HANDLER_KIT = Path(__file__).with_name("handler_kit.py")
 
 

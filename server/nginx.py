@@ -13,6 +13,7 @@ from server.settings import Settings
 
 TEMPLATE = "nginx.conf.j2"
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+HEADER_BUFFER_KB = 8  # nginx's default: custom attributes (1 KB at most) fit well inside
 
 
 def nginx_binary() -> str:
@@ -41,6 +42,7 @@ def render(settings: Settings) -> str:
         port=settings.bind_port,
         proxy_read_timeout=settings.effective_proxy_read_timeout,
         access_log=settings.access_log,
+        header_buffer_kb=HEADER_BUFFER_KB,
     )
 
 

@@ -64,6 +64,9 @@ class Settings:
     tuning_dir: Path | None
     restart_wait_seconds: float
     access_log: bool
+    max_image_pixels: int
+    mme_allowed_prefixes: tuple[Path, ...]
+    allow_requirements: bool
 
     @property
     def max_payload_bytes(self) -> int:
@@ -106,7 +109,8 @@ class Settings:
             if hint in (Path, Path | None):
                 data[name] = Path(data[name])
             elif typing.get_origin(hint) is tuple:
-                data[name] = tuple(data[name])
+                kind = Path if typing.get_args(hint)[0] is Path else (lambda v: v)
+                data[name] = tuple(kind(v) for v in data[name])
         return cls(**data)
 
     @property
@@ -126,9 +130,7 @@ class Settings:
         """The settings as plain strings, for `sagestack config`."""
         out = {}
         for key, value in asdict(self).items():
-            if isinstance(value, tuple):
-                value = "-".join(str(v) for v in value)
-            out[key] = "" if value is None else str(value)
+            out[key] = "" if value is None else _env_text(value)
         return out
 
     @classmethod
@@ -172,6 +174,9 @@ class Settings:
             fail_on_model_error=e.boolean("SAGESTACK_FAIL_ON_MODEL_ERROR", True),
             model_url=e.text("SAGESTACK_MODEL_URL", None),
             tuning_dir=e.optional_path("SAGESTACK_TUNING_DIR"),
+            mme_allowed_prefixes=e.path_list("SAGESTACK_MME_ALLOWED_PREFIXES"),
+            allow_requirements=e.boolean("SAGESTACK_ALLOW_REQUIREMENTS", False),
+            max_image_pixels=e.integer("SAGESTACK_MAX_IMAGE_PIXELS", 40_000_000, lo=1),
             access_log=e.choice("SAGESTACK_ACCESS_LOG", "on", ("on", "off")) == "on",
             restart_wait_seconds=e.number("SAGESTACK_RESTART_WAIT_SECONDS", float(gunicorn_timeout), lo=0.0, hi=3600.0),
         )
@@ -226,8 +231,8 @@ def env_defaults() -> dict[str, str]:
 def _env_text(value: object) -> str:
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, tuple):
-        return "-".join(str(v) for v in value)
+    if isinstance(value, tuple):  # a port range joins with '-', a path list with ':'
+        return (":" if any(isinstance(v, Path) for v in value) else "-").join(str(v) for v in value)
     return str(value)
 
 
@@ -309,6 +314,16 @@ class _Env:
     def optional_path(self, name: str) -> Path | None:
         raw = self._raw(name)
         return Path(raw).resolve() if raw else None
+
+    @_recorded
+    def path_list(self, name: str) -> tuple[Path, ...]:
+        """Colon- or comma-separated absolute paths."""
+        raw = self._raw(name)
+        paths = [p for p in (raw or "").replace(",", ":").split(":") if p.strip()]
+        relative = [p for p in paths if not p.strip().startswith("/")]
+        if relative:
+            raise SettingsError(f"{name} must list absolute paths, got {', '.join(relative)}")
+        return tuple(Path(p.strip()).resolve() for p in paths)
 
     @_recorded
     def port_range(self, name: str) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from server import control, gunicorn_conf, nginx
 from server.control import Reply
-from server.modeldir import ModelDirError, ModelSpec, find_models, model_spec
+from server.modeldir import MODEL_NAME, ModelDirError, ModelSpec, find_models, model_spec
 from server.routes import DOWN, READY, STARTING, InstanceRoute, ModelRoute, RouteTable
 from server.runtimes import missing_packages
 from server.runtimes.process import RuntimeInstance
@@ -298,11 +298,14 @@ class Supervisor:
 
     # ---- multi-model endpoint ----------------------------------------------------------------
     def load_model(self, name: str, url: str) -> Reply:
+        refused = mme_refusal(name, url, self.settings)
+        if refused:
+            return 403 if "outside" in refused else 400, {"error": refused}
         with self.lock:
             if name in self.table.models or name in self.loading:
                 return 409, {"error": f"model '{name}' is already loaded"}
             try:
-                spec = model_spec(name, Path(url))
+                spec = model_spec(name, Path(url.removeprefix("file://")).resolve())
             except ModelDirError as exc:
                 return 404, {"error": str(exc)}
             why = backend_missing(spec.kind)
@@ -315,7 +318,10 @@ class Supervisor:
                 return 507, {"error": f"no free ports left in SAGEMAKER_SAFE_PORT_RANGE for model '{name}'"}
             self.loading.add(name)
         try:
-            install_requirements(spec, self.settings.requirements_prefix)
+            if self.settings.allow_requirements:  # a model loaded at run time brings code we did not vet
+                install_requirements(spec, self.settings.requirements_prefix)
+            elif spec.code_dir is not None and (spec.code_dir / "requirements.txt").is_file():
+                log(f"model '{name}': code/requirements.txt not installed (SAGESTACK_ALLOW_REQUIREMENTS is false)")
             instances = self._start_model(spec)
             self._write_routes()
             deadline = time.monotonic() + self.settings.wait_time_seconds
@@ -390,6 +396,20 @@ def backend_missing(kind: str) -> str | None:
     """Why the runtime for `kind` cannot start here (its Python packages are missing), or None."""
     missing = missing_packages(kind)
     return f"needs the Python package(s) {', '.join(missing)}, which are not installed here" if missing else None
+
+
+def mme_refusal(name: str, url: str, settings: Settings) -> str | None:
+    """Why POST /models may not load this (a bad name, or a path outside the model root and the allowed prefixes)."""
+    if not MODEL_NAME.fullmatch(name) or ".." in name:
+        return f"model_name {name!r} is not a valid model name (letters, digits, '.', '_', '-'; at most 128)"
+    if "\x00" in url or "://" in url.removeprefix("file://"):
+        return f"url {url!r} must be a local path (or file:// URL) to a model directory"
+    path = Path(url.removeprefix("file://")).resolve()
+    roots = (settings.model_dir, *settings.mme_allowed_prefixes)
+    if not any(path.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        return f"url {url!r} is outside the model root and SAGESTACK_MME_ALLOWED_PREFIXES ({allowed})"
+    return None
 
 
 def install_requirements(spec: ModelSpec, prefix: Path) -> None:

@@ -14,6 +14,7 @@ import requests
 
 from bench.stack import start_stack
 from server.runtimes.batching import Batching
+from server.runtimes.servable import Overloaded, is_client_error
 from server.settings import Settings
 
 pytestmark = pytest.mark.stack
@@ -108,3 +109,23 @@ def test_batcher_joins_rows_and_bounds_concurrent_batches(threads):
     assert results == [[i + 1.0] for i in range(12)]
     assert sum(servable.sizes) == 12 and max(servable.sizes) <= 4 and len(servable.sizes) < 12
     assert servable.most_running <= threads
+
+
+def test_a_full_batch_queue_is_overloaded_not_a_client_error():
+    """SAGEMAKER_TFS_MAX_ENQUEUED_BATCHES x MAX_BATCH_SIZE waiting: the next call is refused (a 503 upstream)."""
+    servable = CountingServable()
+    batcher = Batching(max_batch_size=1, timeout_micros=300_000, max_enqueued=2, num_threads=1)
+    started = threading.Barrier(3)
+
+    def call(i: int) -> list[float]:
+        started.wait()
+        return batcher.run(servable, "serving_default", {"x": np.array([float(i)])})["y"].tolist()
+
+    with ThreadPoolExecutor(2) as pool:
+        waiting = [pool.submit(call, i) for i in range(2)]
+        started.wait()
+        time.sleep(0.05)  # both queued, the leader asleep for the batch timeout
+        with pytest.raises(Overloaded, match="batch queue is full") as caught:
+            batcher.run(servable, "serving_default", {"x": np.array([9.0])})
+        assert not is_client_error(caught.value)
+        assert sorted(f.result()[0] for f in waiting) == [1.0, 2.0]

@@ -104,6 +104,22 @@ def test_large_body_arrives_whole(port):
         (b"GARBAGE\r\n\r\n", "400", "malformed HTTP request"),
         (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n", "400", "Content-Length"),
         (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "400", "chunk size"),
+        (
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0x4\r\nabcd\r\n0\r\n\r\n",
+            "400",
+            "chunk size",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n+4\r\nabcd\r\n0\r\n\r\n",
+            "400",
+            "chunk size",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0_4\r\nabcd\r\n0\r\n\r\n",
+            "400",
+            "chunk size",
+        ),
+        (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + b"4;" + b"x" * 5000, "400", "too long"),
         (b"GET / HTTP/1.1\r\nHost: t\r\nX: " + b"a" * 70000 + b"\r\n\r\n", "431", "too large"),
         (b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n", "500", "internal server error"),
         (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4000000\r\n\r\n", "413", "SAGEMAKER_MAX_PAYLOAD_IN_MB"),

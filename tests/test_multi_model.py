@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import requests
@@ -103,3 +104,42 @@ def test_target_model_header_loads_from_model_dir(mme):
     )
     assert sneaky.status_code == 400 and "not a valid model name" in sneaky.json()["error"]
     assert requests.delete(stack.url + "/models/hpt_handled", timeout=30).status_code == 200
+
+
+def test_loads_only_from_the_model_root_or_the_allowed_prefixes(mme, tmp_path):
+    stack, model_dir = mme
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(model_dir / "half_plus_three", outside)
+    for url in (str(outside), f"file://{outside}", str(model_dir / ".." / tmp_path.name / "elsewhere")):
+        r = requests.post(stack.url + "/models", json={"model_name": "evil", "url": url}, timeout=30)
+        assert r.status_code == 403 and "outside the model root" in r.json()["error"], (url, r.text)
+    for name in ("../up", "a/b", "nul\x00", ".hidden"):
+        r = requests.post(stack.url + "/models", json={"model_name": name, "url": str(model_dir / "half_plus_three")})
+        assert r.status_code == 400 and "not a valid model name" in r.json()["error"], (name, r.text)
+    r = requests.post(stack.url + "/models", json={"model_name": "remote", "url": "s3://bucket/model"}, timeout=30)
+    assert r.status_code == 400 and "local path" in r.json()["error"]
+    names = {m["modelName"] for m in requests.get(stack.url + "/models", timeout=5).json()["models"]}
+    assert not names & {"evil", "remote"}
+
+
+def _with_requirements(model_dir, tmp_path) -> tuple:
+    """A model whose code/requirements.txt cannot be installed (offline, unknown package)."""
+    root = tmp_path / "root"
+    shutil.copytree(model_dir / "hpt_handled", root / "needs_pkg")
+    (root / "needs_pkg" / "code" / "requirements.txt").write_text("--no-index\nno-such-package-sagestack==0\n")
+    return root, {"model_name": "needs_pkg", "url": str(root / "needs_pkg")}
+
+
+@pytest.mark.parametrize("allow", ["false", "true"])
+def test_a_loaded_models_requirements_are_installed_only_when_allowed(model_dir, tmp_path, allow):
+    root, body = _with_requirements(model_dir, tmp_path)
+    stack = start_stack(None, tmp_path / "run", SAGEMAKER_MULTI_MODEL="true", SAGESTACK_MODEL_DIR=str(root),
+                        SAGESTACK_ALLOW_REQUIREMENTS=allow)  # fmt: skip
+    try:
+        r = requests.post(stack.url + "/models", json=body, timeout=120)
+        if allow == "true":
+            assert r.status_code == 500 and "requirements.txt failed" in r.json()["error"], r.text
+        else:
+            assert r.status_code == 200, r.text  # not installed, so nothing failed
+    finally:
+        assert stack.stop() == 0

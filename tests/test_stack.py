@@ -192,3 +192,23 @@ def test_metrics(stack):
     assert 'sagestack_runtime_instances{model="half_plus_three",state="ready"} 2.0' in text
     assert "sagestack_request_duration_seconds_bucket" in text
     assert 'sagestack_in_flight_requests{model="half_plus_three"} 0.0' in text  # the HPA's custom metric
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "names"),
+    [
+        ("[" * 100_000 + "]" * 100_000, {}, 400, "nested 100000 levels deep"),
+        ('{"instances": ' + "[" * 65 + "1" + "]" * 65 + "}", {}, 400, "at most 64"),
+        ("\n".join(["[1.0]"] * 3 + ["[" * 70 + "]" * 70]), {"Content-Type": "application/jsonlines"}, 400, "line 4"),
+        ("[1.0]", {"X-Amzn-SageMaker-Custom-Attributes": "x=" + "a" * 1100}, 400, "at most 1,024"),
+        ("[1.0]", {"X-Amzn-SageMaker-Custom-Attributes": "x=" + "a" * 60_000}, 431, "headers are too large"),
+        (b"\xff\xfe[1.0]", {}, 400, "malformed JSON"),
+        ("[NaN, Infinity]", {}, 200, ""),
+    ],
+)
+def test_bad_input_is_a_json_4xx_and_the_stack_stays_healthy(stack, body, headers, status, names):
+    r = post(stack, body, headers)
+    assert r.status_code == status, r.text
+    if status >= 400:
+        assert names in r.json()["error"]
+    assert post(stack, [1.0]).json() == {"predictions": [3.5]}

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from server.tensors import TensorError, batch_rows, join_batch, split_batch
+from server.runtimes.servable import Overloaded
+from server.tensors import batch_rows, join_batch, split_batch
 
 if TYPE_CHECKING:
     from server.runtimes.servable import Servable
@@ -42,7 +43,7 @@ class Batching:
         with self.lock:
             queue = self.queues.setdefault(key, [])
             if len(queue) >= self.max_enqueued * self.max_batch_size:
-                raise TensorError("batch queue is full; retry later")
+                raise Overloaded(f"the batch queue is full ({len(queue)} requests waiting); retry later")
             queue.append(job)
             leader = len(queue) == 1
         if leader:

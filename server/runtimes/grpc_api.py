@@ -18,7 +18,7 @@ from server.protos import (
     prediction_service_pb2_grpc,
     regression_pb2,
 )
-from server.runtimes.servable import CLASSIFY, REGRESS, NotFound, first_line, is_client_error
+from server.runtimes.servable import CLASSIFY, REGRESS, NotFound, Overloaded, first_line, is_client_error
 from server.runtimes.store import ModelStore, signature_def
 from server.tensors import TensorError, TensorSpec, from_proto, to_proto
 
@@ -148,6 +148,8 @@ class _grpc_errors:
             return False
         if isinstance(exc, NotFound):
             self.context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        if isinstance(exc, Overloaded):
+            self.context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         if is_client_error(exc):
             self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, first_line(exc))
         traceback.print_exception(kind, exc, tb)

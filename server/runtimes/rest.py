@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from server.jsonhttp import JsonHandler
-from server.runtimes.servable import CLASSIFY, REGRESS, NotFound, first_line, is_client_error
+from server.runtimes.servable import CLASSIFY, REGRESS, NotFound, Overloaded, first_line, is_client_error
 from server.runtimes.store import ModelStore, State, signature_def
 from server.tensors import TensorError, columnar, examples_to_protos, predictions, request_to_arrays
 
@@ -46,6 +46,8 @@ def rest_handler(store: ModelStore) -> type[JsonHandler]:
                 return self.send_json(404, {"error": f"unsupported {verb} {self.path}"})
             except NotFound as exc:
                 return self.send_json(404, {"error": str(exc)})
+            except Overloaded as exc:
+                return self.send_json(503, {"error": str(exc)})
             except Exception as exc:
                 if is_client_error(exc):
                     return self.send_json(400, {"error": first_line(exc)})

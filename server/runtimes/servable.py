@@ -59,6 +59,10 @@ class NotFound(LookupError):
     """Unknown model, version or signature (gRPC NOT_FOUND, HTTP 404)."""
 
 
+class Overloaded(RuntimeError):
+    """The runtime cannot take more work now, e.g. the batch queue is full (RESOURCE_EXHAUSTED, HTTP 503)."""
+
+
 def is_client_error(exc: BaseException) -> bool:
     """A bad request rather than a broken model: our TensorError/ValueError, or TF's InvalidArgument/OutOfRange."""
     return isinstance(exc, ValueError) or type(exc).__name__ in ("InvalidArgumentError", "OutOfRangeError")

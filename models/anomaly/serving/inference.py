@@ -31,7 +31,7 @@ def input_handler(data, context):
     if context.request_content_type not in IMAGE_TYPES:
         raise UnsupportedType(f"anomaly takes {', '.join(IMAGE_TYPES)}, not {context.request_content_type}")
     cfg = _version(context)
-    image = to_input(decode_image(data.read()), cfg["roi"], cfg["image_size"])
+    image = to_input(decode_image(data.read(), context.max_image_pixels), cfg["roi"], cfg["image_size"])
     return {"inputs": {"images": image[None]}}
 
 

@@ -14,7 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from credit_risk import prep
-from handler_kit import CSV, JSON, BadRequest, UnsupportedType, csv_response, csv_rows, json_response, negotiate
+from handler_kit import (
+    CSV,
+    JSON,
+    BadRequest,
+    UnsupportedType,
+    csv_response,
+    csv_rows,
+    json_body,
+    json_response,
+    negotiate,
+)
 
 RESPONSE_TYPES = (JSON, CSV)
 CONFIG = json.loads((Path(__file__).with_name("config.json")).read_text())
@@ -36,10 +46,7 @@ def _csv_frame(text: str) -> pd.DataFrame:
 
 
 def _json_frame(body: bytes, lines: bool) -> pd.DataFrame:
-    try:
-        records = [json.loads(x) for x in body.splitlines() if x.strip()] if lines else json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
+    records = [json_body(x, "JSON line") for x in body.splitlines() if x.strip()] if lines else json_body(body)
     if isinstance(records, dict):
         records = records.get("instances", records.get("applications", [records]))
     if not isinstance(records, list) or not records:

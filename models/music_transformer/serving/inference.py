@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 
 import numpy as np
-from handler_kit import UnsupportedType, json_response, model_attributes, negotiate
+from handler_kit import UnsupportedType, json_body, json_response, model_attributes, negotiate
 from music_transformer.params import ParameterError, as_tensors, parse
 from music_transformer.pianoroll import piano_roll_png
 from music_transformer.tokens import (
@@ -38,10 +37,10 @@ def _request(body: bytes, context) -> tuple[bytes, dict]:
         return body, model_attributes(context.custom_attributes)
     if context.request_content_type != "application/json":
         raise UnsupportedType(f"the music model takes {', '.join(MIDI_TYPES)} or application/json")
+    request = json_body(body, "JSON (send {\"midi\": <base64 MIDI>, ...parameters})")
     try:
-        request = json.loads(body)
         midi = base64.b64decode(request.pop("midi"), validate=True)
-    except (json.JSONDecodeError, AttributeError, binascii.Error, TypeError) as exc:
+    except (AttributeError, binascii.Error, TypeError) as exc:
         raise ParameterError(f'send {{"midi": <base64 MIDI>, ...parameters}}: {exc}') from None
     except KeyError:
         raise ParameterError('the JSON body needs "midi" (a base64 MIDI file)') from None
