@@ -37,7 +37,7 @@ def _request(body: bytes, context) -> tuple[bytes, dict]:
         return body, model_attributes(context.custom_attributes)
     if context.request_content_type != "application/json":
         raise UnsupportedType(f"the music model takes {', '.join(MIDI_TYPES)} or application/json")
-    request = json_body(body, "JSON (send {\"midi\": <base64 MIDI>, ...parameters})")
+    request = json_body(body, 'JSON (send {"midi": <base64 MIDI>, ...parameters})')
     try:
         midi = base64.b64decode(request.pop("midi"), validate=True)
     except (AttributeError, binascii.Error, TypeError) as exc:
