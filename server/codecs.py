@@ -15,7 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from server.handler_kit import CSV, JSON, BadRequest, NotAcceptable, UnsupportedType, json_body, media_type
+from server.handler_kit import (
+    CSV,
+    JSON,
+    BadRequest,
+    NotAcceptable,
+    UnsupportedType,
+    csv_rows,
+    json_body,
+    media_type,
+)
 from server.handler_kit import negotiate as negotiate_among
 
 JSONLINES = "application/jsonlines"
@@ -74,10 +83,12 @@ def _csv_rows(body: bytes) -> list[Any]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise DecodeError("the CSV body is not UTF-8 text") from None
+    try:
+        parsed = csv_rows(text)
+    except BadRequest as exc:
+        raise DecodeError(str(exc)) from None
     rows = []
-    for n, row in enumerate(csv.reader(io.StringIO(text)), 1):
-        if not row:
-            continue
+    for n, row in enumerate(parsed, 1):
         try:
             values = [_number(cell) for cell in row]
         except ValueError:

@@ -19,7 +19,7 @@ import grpc
 from server import codecs, control, handlers, metrics
 from server.coalesce import Coalescer, batch_key
 from server.errors import ApiError, bad_request, not_found
-from server.handler_kit import ClientError, parse_attributes
+from server.handler_kit import ClientError, json_body, parse_attributes
 from server.modeldir import MODEL_NAME, ModelDirError, model_spec
 from server.pool import PoolUnavailable, Runtimes, UnknownModel
 from server.protos import classification_pb2, predict_pb2, regression_pb2
@@ -307,6 +307,10 @@ class Gateway:
             return fn(*args)
         except ApiError:
             raise
+        except UnicodeDecodeError as exc:  # the handler read the client's bytes as text, and they are not
+            raise bad_request(
+                f"model '{target.model}': the request body is not the text {name} expects: {exc}"
+            ) from None
         except Exception as exc:
             status = handlers.client_status(exc)
             if status is not None:
@@ -363,13 +367,15 @@ def _spec(spec: Any, target: Target, signature: str) -> None:
 def _request_dict(request: Any) -> dict[str, Any]:
     if isinstance(request, bytes | str):
         try:
-            request = json.loads(request)
-        except json.JSONDecodeError as exc:
-            raise bad_request(f"input_handler returned malformed JSON: {exc}") from None
+            request = json_body(request.encode() if isinstance(request, str) else request, "JSON from input_handler")
+        except ClientError as exc:
+            raise ApiError(exc.status_code, str(exc)) from None
     if isinstance(request, list):
         request = {"instances": request}
-    if not isinstance(request, dict):
-        raise ApiError(500, f"input_handler must return JSON or a dict, not {type(request).__name__}")
+    if not isinstance(request, dict):  # e.g. a handler that passes the client's `1` through: the client's mistake
+        raise bad_request(
+            f"the request is not a TF Serving request (an object or a list), but {type(request).__name__}"
+        )
     return request
 
 

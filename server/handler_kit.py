@@ -127,8 +127,11 @@ def json_response(value: Any) -> tuple[str, str]:
 
 
 def csv_rows(text: str) -> list[list[str]]:
-    """The non-empty rows of a CSV body."""
-    return [row for row in csv.reader(io.StringIO(text)) if row]
+    """The non-empty rows of a CSV body (a stray carriage return or a broken quote is a 400)."""
+    try:
+        return [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    except csv.Error as exc:
+        raise BadRequest(f"malformed CSV: {exc}") from None
 
 
 def csv_response(rows: list[list[Any]]) -> tuple[str, str]:
