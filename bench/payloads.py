@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+import zlib
 from dataclasses import dataclass
 
 
@@ -56,6 +58,18 @@ def music_transformer() -> Payload:
     attrs = "tfs-model-name=music_transformer,extension_duration=10"
     headers = {"Content-Type": "audio/midi", "X-Amzn-SageMaker-Custom-Attributes": attrs}
     return Payload(write_midi(melody("twinkle_twinkle")), headers, "MIDI Twinkle Twinkle, 10 s extension")
+
+
+def image_bomb(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (30000 x 30000: 2.7 GB decoded) over a few bytes of data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 PAYLOADS = {

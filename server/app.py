@@ -1,11 +1,13 @@
 """The Falcon app gunicorn runs: small resources over the Gateway, errors always JSON.
 
 Routes: /ping, /invocations, /endpoints/{name}/invocations (what boto3's invoke_endpoint calls),
-/models... (multi-model endpoints) and /metrics.
+/models... (multi-model endpoints), /metrics and /openapi.json (the OpenAPI 3 document of these).
 """
 
 from __future__ import annotations
 
+import hmac
+import importlib.resources
 import json
 import logging
 import time
@@ -116,6 +118,16 @@ class Models:
         resp.media = self.gateway.unload_model(name)
 
 
+class OpenApi:
+    """GET /openapi.json: the front API's OpenAPI 3 document (server/openapi.json; a test keeps it true)."""
+
+    def __init__(self) -> None:
+        self.document = (importlib.resources.files("server") / "openapi.json").read_bytes()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data, resp.content_type = self.document, falcon.MEDIA_JSON
+
+
 class Metrics:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -123,6 +135,25 @@ class Metrics:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.data = metrics.render(self.gateway.table())
         resp.content_type = metrics.CONTENT_TYPE
+
+
+OPEN_PATHS = ("/ping", "/openapi.json")  # health checks and the API's description need no token
+
+
+class BearerAuth:
+    """With SAGESTACK_AUTH_TOKEN set, every route but /ping needs `Authorization: Bearer <token>` (compared in
+    constant time); /ping stays open for the platform's health checks."""
+
+    def __init__(self, token: str) -> None:
+        self.expected = f"Bearer {token}".encode()
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.path in OPEN_PATHS:
+            return
+        given = (req.get_header("Authorization") or "").encode("latin-1", "replace")
+        if not hmac.compare_digest(given, self.expected):
+            raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <SAGESTACK_AUTH_TOKEN>)",
+                           {"WWW-Authenticate": 'Bearer realm="sagestack"'})  # fmt: skip
 
 
 class RequestMetrics:
@@ -159,6 +190,8 @@ def _api_error(req: falcon.Request, resp: falcon.Response, exc: ApiError, params
     resp.status = exc.status
     resp.content_type = falcon.MEDIA_JSON
     resp.data = _error_body(exc.message)
+    for name, value in exc.headers.items():
+        resp.set_header(name, value)
 
 
 def _http_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError, params: dict[str, Any]) -> None:
@@ -193,7 +226,10 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     if not isinstance(settings, Settings):
         settings = Settings.load(settings) if settings else Settings.from_env()
     gateway = Gateway(settings)
-    app = GatewayApp(settings, middleware=[RequestMetrics(settings.access_log)])
+    middleware: list[Any] = [RequestMetrics(settings.access_log)]
+    if settings.auth_token:
+        middleware.append(BearerAuth(settings.auth_token))
+    app = GatewayApp(settings, middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)
@@ -206,4 +242,5 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     app.add_route("/models", models)
     app.add_route("/models/{name}", models, suffix="one")
     app.add_route("/metrics", Metrics(gateway))
+    app.add_route("/openapi.json", OpenApi())
     return app

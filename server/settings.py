@@ -67,6 +67,7 @@ class Settings:
     max_image_pixels: int
     mme_allowed_prefixes: tuple[Path, ...]
     allow_requirements: bool
+    auth_token: str | None
 
     @property
     def max_payload_bytes(self) -> int:
@@ -94,6 +95,8 @@ class Settings:
     def write(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
+        tmp.touch(mode=0o600)  # it may hold SAGESTACK_AUTH_TOKEN: the stack's own user only
+        tmp.chmod(0o600)
         tmp.write_text(json.dumps(asdict(self), indent=1, default=str))
         tmp.replace(path)  # readers never see half a file
         return path
@@ -131,6 +134,8 @@ class Settings:
         out = {}
         for key, value in asdict(self).items():
             out[key] = "" if value is None else _env_text(value)
+        if self.auth_token:
+            out["auth_token"] = "(set)"  # never printed
         return out
 
     @classmethod
@@ -175,6 +180,7 @@ class Settings:
             model_url=e.text("SAGESTACK_MODEL_URL", None),
             tuning_dir=e.optional_path("SAGESTACK_TUNING_DIR"),
             mme_allowed_prefixes=e.path_list("SAGESTACK_MME_ALLOWED_PREFIXES"),
+            auth_token=e.text("SAGESTACK_AUTH_TOKEN", None),
             allow_requirements=e.boolean("SAGESTACK_ALLOW_REQUIREMENTS", False),
             max_image_pixels=e.integer("SAGESTACK_MAX_IMAGE_PIXELS", 40_000_000, lo=1),
             access_log=e.choice("SAGESTACK_ACCESS_LOG", "on", ("on", "off")) == "on",

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import requests
 import torch
-from bad_inputs import png_claiming
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from bench.payloads import image_bomb
 from bench.stack import start_stack
 from models.anomaly import model as anomaly_model
 from models.anomaly.generate import make_dataset
@@ -107,7 +107,7 @@ npy_bodies = st.one_of(
     st.binary(max_size=64).map(lambda b: b"\x93NUMPY\x01\x00" + b),
     st.integers(1, 200).map(lambda n: _npy(np.ones(4, np.float32))[:n]),
 )
-bombs = st.tuples(st.integers(1, 60000), st.integers(1, 60000)).map(lambda wh: png_claiming(*wh))
+bombs = st.tuples(st.integers(1, 60000), st.integers(1, 60000)).map(lambda wh: image_bomb(*wh))
 image_bodies = st.one_of(
     st.binary(max_size=300),
     bombs,

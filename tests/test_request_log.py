@@ -79,3 +79,22 @@ def test_access_log_off(model_dir, tmp_path):
         assert [x for x in stack.log_lines() if x.get("request_id") == "quiet"] == []
     finally:
         assert stack.stop() == 0
+
+
+def test_bearer_token_guards_everything_but_ping(model_dir, tmp_path):
+    stack = start_stack(model_dir, tmp_path, SAGESTACK_AUTH_TOKEN="s3cret-token")
+    try:
+        assert requests.get(stack.url + "/ping", timeout=5).status_code == 200
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+            r = requests.post(stack.url + "/invocations", data="[1.0]", headers={**JSON, **headers})
+            assert r.status_code == 401 and "bearer token" in r.json()["error"], r.text
+            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        assert requests.get(stack.url + "/metrics", timeout=5).status_code == 401
+        assert requests.get(stack.url + "/models", timeout=5).status_code == 401
+        good = {**JSON, "Authorization": "Bearer s3cret-token"}
+        assert requests.post(stack.url + "/invocations", data="[1.0]", headers=good).json() == {"predictions": [3.5]}
+        assert requests.get(stack.url + "/metrics", headers=good, timeout=5).status_code == 200
+        settings_file = tmp_path / "settings.json"
+        assert settings_file.stat().st_mode & 0o077 == 0  # the token is on disk for the workers: owner only
+    finally:
+        assert stack.stop() == 0

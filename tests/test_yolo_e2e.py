@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import requests
 import torch
-from bad_inputs import png_claiming
 from PIL import Image
 
+from bench.payloads import image_bomb
 from bench.stack import start_stack
 from models.yolov4.boxes import detections, letterbox
 from models.yolov4.build import export
@@ -81,8 +81,8 @@ def test_thresholds_and_errors(yolo):
     assert r.status_code == 400 and "not a readable image" in r.json()["error"]
     r = post(stack, b"hello", ctype="text/csv")
     assert r.status_code == 415
-    r = post(stack, png_claiming(30000, 30000), ctype="image/png")  # a decompression bomb: refused unread
+    r = post(stack, image_bomb(30000, 30000), ctype="image/png")  # a decompression bomb: refused unread
     assert r.status_code == 413 and "at most 40,000,000 pixels" in r.json()["error"], r.text
-    r = post(stack, png_claiming(8000, 6000), ctype="image/png")  # under Pillow's own limit, over ours
+    r = post(stack, image_bomb(8000, 6000), ctype="image/png")  # under Pillow's own limit, over ours
     assert r.status_code == 413 and "8000x6000 pixels" in r.json()["error"], r.text
     assert post(stack, PHOTO.read_bytes()).status_code == 200

@@ -1,0 +1,196 @@
+"""`sagestack bench soak --minutes N`: a mixed load over every model for N minutes, memory sampled each second.
+
+The stack runs at SageMaker's defaults over the model directory (`make models`). Client threads cycle through
+a mix: JSON and CSV batches, small and large images to yolov4 and anomaly, MIDI extensions, and bad inputs (malformed
+JSON, truncated images, image bombs, garbage MIDI). A sampler records RSS (and PSS where readable) of every
+stack process once a second. The report gives each process's growth from the end of warm-up (the first fifth,
+at least a minute) to the end, as medians over a minute, and the status codes seen; JSON and a PNG of memory
+over time go to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import requests
+
+from bench import payloads
+from bench.stack import start_stack
+
+WINDOW_S = 60.0
+
+
+def request_mix() -> list[tuple[str, bytes, dict[str, str]]]:
+    """(name, body, headers) for every kind of request the soak sends, good and bad."""
+    from PIL import Image
+
+    def attrs(model: str, extra: str = "") -> dict[str, str]:
+        return {"X-Amzn-SageMaker-Custom-Attributes": f"tfs-model-name={model}{extra}"}
+
+    big = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 255, (3000, 4000, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(big, format="JPEG", quality=90)  # 12 Mpx, ~4 MB
+    mix = [(name, p.body, p.headers) for name, p in ((n, payloads.payload(n)) for n in payloads.PAYLOADS)]
+    music = payloads.payload("music_transformer")
+    mix[[m[0] for m in mix].index("music_transformer")] = (
+        "music_transformer", music.body,
+        {**music.headers, **attrs("music_transformer", ",extension_duration=2")},
+    )  # fmt: skip
+    csv_batch = payloads.payload("credit_risk")
+    mix += [
+        ("yolov4_12mpx", big.getvalue(), {"Content-Type": "image/jpeg", **attrs("yolov4")}),
+        ("credit_risk_batch", csv_batch.body, csv_batch.headers),
+        ("bad_json", b'{"instances": [1.0,', {"Content-Type": "application/json"}),
+        ("bad_image", payloads.payload("anomaly").body[:300], {"Content-Type": "image/png", **attrs("anomaly")}),
+        ("image_bomb", payloads.image_bomb(30000, 30000), {"Content-Type": "image/png", **attrs("yolov4")}),
+        ("bad_midi", b"MThd\x00\x00\x00\x06junk", {"Content-Type": "audio/midi", **attrs("music_transformer")}),
+    ]
+    return mix
+
+
+def label(proc: psutil.Process) -> str:
+    """A stable name for a stack process: supervisor, nginx master/worker, gunicorn master/worker, runtime <id>."""
+    cmd = proc.cmdline()
+    text = " ".join(cmd)
+    if "server.runtimes.model_server" in text:
+        config = next((a.split("=", 1)[1] for a in cmd if a.startswith("--model_config_file=")), "?")
+        return f"runtime {Path(config).stem}"
+    if "-m gunicorn" in text:  # workers are forks of the master: tell them apart by their parent
+        parent = proc.parent()
+        return (
+            "gunicorn worker"
+            if parent is not None and "-m gunicorn" in " ".join(parent.cmdline())
+            else "gunicorn master"
+        )
+    if text.startswith("nginx: master"):
+        return "nginx master"
+    if text.startswith("nginx: worker"):
+        return "nginx worker"
+    return "supervisor" if "server.cli" in text else proc.name()
+
+
+def sample(root: psutil.Process) -> dict[str, dict[str, float]]:
+    """RSS and PSS (MB) of the supervisor and every process under it, by label (several workers: #1, #2)."""
+    out: dict[str, dict[str, float]] = {}
+    for proc in sorted([root, *root.children(recursive=True)], key=lambda p: p.pid):
+        try:
+            name = label(proc)
+            info = proc.memory_full_info()
+        except psutil.Error:
+            continue
+        key = name if name not in out else next(f"{name} #{i}" for i in itertools.count(2) if f"{name} #{i}" not in out)
+        out[key] = {"rss_mb": info.rss / 2**20, "pss_mb": getattr(info, "pss", 0) / 2**20}
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    seconds = args.minutes * 60
+    warmup = max(seconds / 5, WINDOW_S)
+    mix = request_mix()
+    stack = start_stack(args.model_dir, Path(tempfile.mkdtemp(prefix="sagestack-soak-")),
+                        SAGESTACK_ACCESS_LOG="off")  # fmt: skip
+    root = psutil.Process(stack.proc.pid)
+    stop = threading.Event()
+    codes: Counter[str] = Counter()
+    samples: list[dict[str, Any]] = []
+
+    def client(offset: int) -> None:
+        session = requests.Session()
+        for name, body, headers in itertools.islice(itertools.cycle(mix), offset, None):
+            if stop.is_set():
+                return
+            try:
+                r = session.post(stack.url + "/invocations", data=body, headers=headers, timeout=120)
+                codes[f"{name} {r.status_code}"] += 1
+            except requests.RequestException as exc:
+                codes[f"{name} {type(exc).__name__}"] += 1
+
+    threads = [threading.Thread(target=client, args=(i * 3,), daemon=True) for i in range(args.clients)]
+    started = time.monotonic()
+    try:
+        for t in threads:
+            t.start()
+        columns = (TextColumn("soak"), BarColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
+        with Progress(*columns) as progress:
+            task = progress.add_task("soak", total=seconds, status="")
+            while (elapsed := time.monotonic() - started) < seconds:
+                samples.append({"t": round(elapsed, 1), "processes": sample(root)})
+                total = sum(p["rss_mb"] for p in samples[-1]["processes"].values())
+                progress.update(task, completed=elapsed, status=f"{sum(codes.values())} requests, RSS {total:.0f} MB")
+                time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=150)
+        stack.stop()
+    report = summarize(samples, codes, warmup, args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    plot(report, args.out.with_suffix(".png"))
+    print(json.dumps({"growth_percent": report["growth_percent"], "five_xx": report["five_xx"]}, indent=1))
+    return 0
+
+
+def summarize(samples: list[dict[str, Any]], codes: Counter[str], warmup: float, args: argparse.Namespace) -> dict:
+    names = sorted({name for s in samples for name in s["processes"]})
+
+    def window(name: str, lo: float, hi: float) -> float | None:
+        values = [s["processes"][name]["rss_mb"] for s in samples if lo <= s["t"] < hi and name in s["processes"]]
+        return statistics.median(values) if values else None
+
+    end = samples[-1]["t"] if samples else 0.0
+    growth = {}
+    for name in names:
+        after_warmup, last = window(name, warmup, warmup + WINDOW_S), window(name, end - WINDOW_S, end + 1)
+        if after_warmup and last:
+            growth[name] = round(100 * (last - after_warmup) / after_warmup, 2)
+    five_xx = {k: v for k, v in codes.items() if k.rsplit(" ", 1)[1].startswith("5")}
+    return {
+        "settings": {
+            "minutes": args.minutes,
+            "clients": args.clients,
+            "warmup_s": warmup,
+            "window_s": WINDOW_S,
+            "stack": "SageMaker defaults (1 gevent worker, 1 instance a model), access log off",
+        },
+        "requests": dict(sorted(codes.items())),
+        "five_xx": five_xx,
+        "growth_percent": growth,
+        "samples": samples,
+    }
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    samples = report["samples"]
+    for name in sorted(report["growth_percent"]):
+        points = [(s["t"] / 60, s["processes"][name]["rss_mb"]) for s in samples if name in s["processes"]]
+        ax.plot(*zip(*points, strict=True), label=f"{name} ({report['growth_percent'][name]:+.1f}%)", lw=1)
+    ax.axvline(report["settings"]["warmup_s"] / 60, color="grey", ls=":", lw=1)
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("RSS, MB")
+    ax.set_yscale("log")
+    ax.set_title(f"soak: RSS per process (growth after warm-up), {sum(report['requests'].values())} requests")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
