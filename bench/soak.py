@@ -40,18 +40,21 @@ def request_mix() -> list[tuple[str, bytes, dict[str, str]]]:
         return {"X-Amzn-SageMaker-Custom-Attributes": f"tfs-model-name={model}{extra}"}
 
     big = io.BytesIO()
-    noise = np.random.default_rng(0).integers(0, 255, (3000, 4000, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(big, format="JPEG", quality=90)  # 12 Mpx, ~4 MB
+    ramp = np.linspace(0, 200, 4000, dtype=np.float32)[None, :, None] + np.zeros((3000, 1, 3), np.float32)
+    noisy = ramp + np.random.default_rng(0).normal(0, 8, ramp.shape)
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(big, format="JPEG", quality=80)  # 12 Mpx, < 6 MB
     mix = [(name, p.body, p.headers) for name, p in ((n, payloads.payload(n)) for n in payloads.PAYLOADS)]
     music = payloads.payload("music_transformer")
     mix[[m[0] for m in mix].index("music_transformer")] = (
         "music_transformer", music.body,
         {**music.headers, **attrs("music_transformer", ",extension_duration=2")},
     )  # fmt: skip
-    csv_batch = payloads.payload("credit_risk")
+    from models.credit_risk.data import load
+
+    csv_batch = load().drop(columns=["risk"]).head(200).to_csv(index=False).encode()
     mix += [
         ("yolov4_12mpx", big.getvalue(), {"Content-Type": "image/jpeg", **attrs("yolov4")}),
-        ("credit_risk_batch", csv_batch.body, csv_batch.headers),
+        ("credit_risk_batch", csv_batch, {"Content-Type": "text/csv", **attrs("credit_risk")}),
         ("bad_json", b'{"instances": [1.0,', {"Content-Type": "application/json"}),
         ("bad_image", payloads.payload("anomaly").body[:300], {"Content-Type": "image/png", **attrs("anomaly")}),
         ("image_bomb", payloads.image_bomb(30000, 30000), {"Content-Type": "image/png", **attrs("yolov4")}),

@@ -7,6 +7,7 @@ reduced-precision variant can only ever be asked for, never slip in.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,9 @@ def convert(onnx_path: Path, out: Path) -> Path:
 
 
 class Runner:
+    """One compiled model and its infer request; calls from the runtime's gRPC threads take turns (an infer
+    request runs one inference at a time: a second caller got "Infer Request is busy")."""
+
     def __init__(self, model_xml: Path, threads: int = 0) -> None:
         import openvino as ov
 
@@ -38,7 +42,9 @@ class Runner:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = ov.Core().compile_model(str(model_xml), "CPU", config)
         self.request = self.compiled.create_infer_request()
+        self.lock = threading.Lock()
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        results = self.request.infer([np.ascontiguousarray(x, dtype=np.float32)])
-        return [results[out] for out in self.compiled.outputs]
+        with self.lock:
+            results = self.request.infer([np.ascontiguousarray(x, dtype=np.float32)])
+            return [np.array(results[out]) for out in self.compiled.outputs]  # copies: the request's buffers are reused

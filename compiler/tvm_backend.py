@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +159,10 @@ class Runner:
         self._tvm = tvm
         self.device = tvm.cpu()
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self.device)
+        self.lock = threading.Lock()
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        out: Any = self.vm["main"](self._tvm.runtime.tensor(np.ascontiguousarray(x), self.device))
-        outs = out if not hasattr(out, "numpy") else [out]
-        return [o.numpy() for o in outs]
+        with self.lock:  # one VM: the runtime's gRPC threads take turns
+            out: Any = self.vm["main"](self._tvm.runtime.tensor(np.ascontiguousarray(x), self.device))
+            outs = out if not hasattr(out, "numpy") else [out]
+            return [o.numpy() for o in outs]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,20 @@ def test_the_winner_reproduces_the_uncompiled_model_on_a_new_input(models):
     assert got.shape == want.shape
     assert parity(got, want)["max_rel"] <= 1e-3
     assert parity(got + 0.01 * np.abs(want).max(), want)["max_rel"] > 1e-3  # the check does catch a drift
+
+
+def test_every_backends_runner_takes_concurrent_calls(models):
+    """The runtime calls a Runner from its gRPC threads at once; each answer must be the one a lone call gets."""
+    root, meta = models
+    compiled = root / "yolov4_compiled" / "1" / "compiled"
+    inputs = [np.random.default_rng(i).random((1, 3, SIZE, SIZE), dtype=np.float32) for i in range(8)]
+    for candidate in meta["candidates"]:
+        runner = backend_module(candidate["runtime"]).Runner(compiled / candidate["artifact"])
+        alone = [runner(x)[0] for x in inputs]
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda x, run=runner: run(x)[0], inputs * 3))
+        for got, want in zip(together, alone * 3, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=candidate["runtime"])
 
 
 def test_parity_numbers():
