@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,17 @@ def test_env_file_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.env").write_text("A=1\nnot a pair\n")
     with pytest.raises(EnvFileError, match=r"bad.env:2: expected KEY=VALUE"):
         read_env_file(tmp_path / "bad.env")
+
+
+def test_the_settings_file_hands_over_exactly_the_validated_settings(tmp_path):
+    env = {"SAGESTACK_MME_ALLOWED_PREFIXES": "/srv/models:/data/m", "SAGESTACK_AUTH_TOKEN": "t0k",
+           "SAGESTACK_TUNING_DIR": "/tmp/tuning", "SAGEMAKER_SAFE_PORT_RANGE": "20000-20999",
+           "SAGESTACK_RESTART_WAIT_SECONDS": "2.5", "SAGEMAKER_TFS_ENABLE_BATCHING": "true"}  # fmt: skip
+    settings = Settings.from_env(env)
+    path = settings.write(tmp_path / "settings.json")
+    assert Settings.load(path) == settings
+    assert settings.mme_allowed_prefixes == (Path("/srv/models"), Path("/data/m"))
+    assert path.stat().st_mode & 0o077 == 0
+    assert settings.as_env()["auth_token"] == "(set)" and "t0k" not in json.dumps(settings.as_env())
+    with pytest.raises(SettingsError, match="SAGESTACK_MME_ALLOWED_PREFIXES must list absolute paths"):
+        Settings.from_env({"SAGESTACK_MME_ALLOWED_PREFIXES": "relative/dir"})
