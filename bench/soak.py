@@ -55,7 +55,7 @@ def request_mix() -> list[tuple[str, bytes, dict[str, str]]]:
     mix += [
         ("yolov4_12mpx", big.getvalue(), {"Content-Type": "image/jpeg", **attrs("yolov4")}),
         ("credit_risk_batch", csv_batch, {"Content-Type": "text/csv", **attrs("credit_risk")}),
-        ("bad_json", b'{"instances": [1.0,', {"Content-Type": "application/json"}),
+        ("bad_json", b'{"instances": [1.0,', {"Content-Type": "application/json", **attrs("half_plus_three")}),
         ("bad_image", payloads.payload("anomaly").body[:300], {"Content-Type": "image/png", **attrs("anomaly")}),
         ("image_bomb", payloads.image_bomb(30000, 30000), {"Content-Type": "image/png", **attrs("yolov4")}),
         ("bad_midi", b"MThd\x00\x00\x00\x06junk", {"Content-Type": "audio/midi", **attrs("music_transformer")}),
