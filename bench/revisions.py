@@ -52,7 +52,7 @@ def overhead_round(tree: Path, out: Path, args: argparse.Namespace) -> dict[str,
 def run(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    work = args.out.parent / "revisions"
+    work = args.out.resolve().parent / "revisions"  # absolute: each tree's bench runs in its own directory
     base_tree, base_sha = worktree(args.base, work / "base")
     head_sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     trees = {"base": base_tree, "head": ROOT}
