@@ -22,6 +22,7 @@ class CompiledServable:
     def __init__(self, path: Path, threads: int) -> None:
         meta = read_metadata(path)
         backend = backend_module(meta["runtime"])
+        threads = threads if backend.CAPABILITIES.threads else 0  # 0: the backend's own choice
         self.runner = backend.Runner(path / "compiled" / meta["artifact"], threads)
         self.input_name = next(iter(meta["inputs"]))
         self.output_names = meta.get("outputs", ["output0"])

@@ -8,7 +8,6 @@ reference value), time it, and keep the fastest backend that passes. Everything 
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import statistics
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from compiler.artifact import load_traced
-from compiler.backend import BuildJob, Tuning, compiled_backends
+from compiler.backend import BuildJob, Tuning, backend_module, compiled_backends
 from compiler.targets import resolve, runnable_here
 from server import modeldir
 
@@ -48,7 +47,7 @@ def parity(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
 
 def candidate(kind: str, job: BuildJob, reference: np.ndarray, runs: int) -> dict[str, Any]:
     """Build one backend, then check and time it here (a build for another CPU is recorded, not verified)."""
-    backend = importlib.import_module(compiled_backends()[kind])
+    backend = backend_module(kind)
     started = time.perf_counter()
     built = backend.build(job)
     record = {"backend": kind, "runtime": kind, "artifact": built.artifact.name,
@@ -84,8 +83,13 @@ def compile_model(
         raise ValueError(f"--input-shape must name exactly one input, got {list(input_shape)}")
     ((input_name, shape),) = input_shape.items()
     tgt = resolve(target)
-    if tgt.device != "cpu":
-        raise ValueError(f"target {tgt.name} is a {tgt.device} target; this machine builds CPU targets only")
+    known = compiled_backends()
+    unknown = set(backends) - set(known)
+    if unknown:
+        raise ValueError(f"unknown backend(s) {sorted(unknown)} (known: {', '.join(known)})")
+    unable = [b for b in backends if tgt.device not in backend_module(b).CAPABILITIES.devices]
+    if unable:
+        raise ValueError(f"target {tgt.name} is a {tgt.device} target; {', '.join(unable)} cannot build for it")
     module = load_traced(model_tar)
     example = np.random.default_rng(0).random(shape, dtype=np.float32)
     x = torch.from_numpy(example)
@@ -94,10 +98,6 @@ def compile_model(
         reference_ms = median_ms(lambda: module(x), runs)
     log(f"reference (TorchScript, uncompiled): {reference_ms:.1f} ms median over {runs} runs")
 
-    known = compiled_backends()
-    unknown = set(backends) - set(known)
-    if unknown:
-        raise ValueError(f"unknown backend(s) {sorted(unknown)} (known: {', '.join(known)})")
     version_dir = modeldir.fresh_version(out, 1)
     compiled = version_dir / "compiled"
     compiled.mkdir()

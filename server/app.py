@@ -99,10 +99,7 @@ class Models:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._require_mme()
-        try:
-            body = json_body(read_body(req, self.gateway.settings.max_payload_bytes))
-        except ClientError as exc:
-            raise ApiError(exc.status_code, str(exc)) from None
+        body = json_body(read_body(req, self.gateway.settings.max_payload_bytes))
         if not isinstance(body, dict) or not body.get("model_name") or not body.get("url"):
             raise ApiError(400, 'the body must be {"model_name": ..., "url": ...}')
         req.context.model = body["model_name"]
@@ -194,6 +191,11 @@ def _api_error(req: falcon.Request, resp: falcon.Response, exc: ApiError, params
         resp.set_header(name, value)
 
 
+def _client_error(req: falcon.Request, resp: falcon.Response, exc: ClientError, params: dict[str, Any]) -> None:
+    """The handler kit's errors (codecs, Accept, JSON limits) carry their own status."""
+    _api_error(req, resp, ApiError(exc.status_code, str(exc)), params)
+
+
 def _http_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError, params: dict[str, Any]) -> None:
     resp.status = exc.status
     resp.content_type = falcon.MEDIA_JSON
@@ -234,6 +236,7 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(ApiError, _api_error)
+    app.add_error_handler(ClientError, _client_error)
     app.add_route("/ping", Ping(gateway))
     app.add_route("/invocations", Invocations(gateway))
     app.add_route("/endpoints/{endpoint}/invocations", Invocations(gateway))

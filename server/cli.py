@@ -11,20 +11,28 @@ import argparse
 import importlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from server.settings import Settings, SettingsError
 
 # Owners of the other subcommands, by module name (the service does not import its tooling).
+T = TypeVar("T")
 COMMAND_MODULES = ("models.commands", "compiler.commands", "bench.commands", "containers.commands")
+
+
+def or_exit(read: Callable[[], T]) -> T:
+    """What `read` gets from the environment, or a one-line error naming the bad variable."""
+    try:
+        return read()
+    except SettingsError as exc:
+        raise SystemExit(f"sagestack: {exc}") from None
 
 
 def settings_or_exit() -> Settings:
     """The validated settings, or a one-line error naming the bad variable (every subcommand uses this)."""
-    try:
-        return Settings.from_env()
-    except SettingsError as exc:
-        raise SystemExit(f"sagestack: {exc}") from None
+    return or_exit(Settings.from_env)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -54,8 +62,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         return 0
     from server.settings import env_values
 
-    settings_or_exit()  # a bad value fails here, naming the variable
-    values = env_values()
+    values = or_exit(env_values)
     unknown = [name for name in args.env if name not in values]
     if unknown:
         raise SystemExit(f"sagestack config: not a setting: {', '.join(unknown)}")

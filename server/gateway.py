@@ -19,7 +19,7 @@ import grpc
 from server import codecs, control, handlers, metrics
 from server.coalesce import Coalescer, batch_key
 from server.errors import ApiError, bad_request, not_found
-from server.handler_kit import ClientError, json_body, parse_attributes
+from server.handler_kit import json_body, parse_attributes
 from server.modeldir import MODEL_NAME, ModelDirError, model_spec
 from server.pool import PoolUnavailable, Runtimes, UnknownModel
 from server.protos import classification_pb2, predict_pb2, regression_pb2
@@ -160,37 +160,25 @@ class Gateway:
             if code.input_handler is not None:
                 request = self._call(target, code.input_handler, "input_handler", handlers.as_stream(body), ctx)
             else:
-                request = self._decode(body, ctype)
+                request = codecs.decode(body, ctype)
         with timings.phase("runtime"):
             result, outputs = self._run(target, _request_dict(request))
         with timings.phase("output"):
             response = handlers.ModelResponse(result, outputs)
             if code.output_handler is not None:
                 return _as_reply(self._call(target, code.output_handler, "output_handler", response, ctx))
-            return codecs.encode(result, self._negotiate(accept))
+            return codecs.encode(result, codecs.negotiate(accept))
 
     def _default(
         self, target: Target, body: bytes, ctype: str, accept: str | None, timings: RequestTimings
     ) -> tuple[bytes, str]:
         with timings.phase("input"):
-            accept_type = self._negotiate(accept)  # fail before running the model
-            request = self._decode(body, ctype)
+            accept_type = codecs.negotiate(accept)  # fail before running the model
+            request = codecs.decode(body, ctype)
         with timings.phase("runtime"):
             result, _ = self._run(target, request)
         with timings.phase("output"):
             return codecs.encode(result, accept_type)
-
-    def _decode(self, body: bytes, ctype: str) -> dict[str, Any]:
-        try:
-            return codecs.decode(body, ctype)
-        except ClientError as exc:
-            raise ApiError(exc.status_code, str(exc)) from None
-
-    def _negotiate(self, accept: str | None) -> str:
-        try:
-            return codecs.negotiate(accept)
-        except ClientError as exc:
-            raise ApiError(exc.status_code, str(exc)) from None
 
     def _run(self, target: Target, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """A TF Serving REST-shaped request -> (REST-shaped result, output arrays), over gRPC."""
@@ -366,10 +354,7 @@ def _spec(spec: Any, target: Target, signature: str) -> None:
 
 def _request_dict(request: Any) -> dict[str, Any]:
     if isinstance(request, bytes | str):
-        try:
-            request = json_body(request.encode() if isinstance(request, str) else request, "JSON from input_handler")
-        except ClientError as exc:
-            raise ApiError(exc.status_code, str(exc)) from None
+        request = json_body(request.encode() if isinstance(request, str) else request, "JSON from input_handler")
     if isinstance(request, list):
         request = {"instances": request}
     if not isinstance(request, dict):  # e.g. a handler that passes the client's `1` through: the client's mistake

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from server.handler_kit import MAX_IMAGE_PIXELS
+
 
 @dataclass
 class Context:
@@ -41,7 +43,7 @@ class Context:
     # sagestack: run the model with binary tensors, e.g. from handler().
     predict: Callable[..., dict[str, np.ndarray]] = field(repr=False, default=None)  # type: ignore[assignment]
     request_id: str = ""  # X-Amzn-RequestId, as in the access log
-    max_image_pixels: int = 40_000_000  # SAGESTACK_MAX_IMAGE_PIXELS, for handler_kit.decode_image
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # SAGESTACK_MAX_IMAGE_PIXELS, for handler_kit.decode_image
 
 
 class ModelResponse:

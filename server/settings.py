@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from server.handler_kit import MAX_IMAGE_PIXELS
+
 # gunicorn -k names, plus gevent_h1c (server/h1c_worker.py: gevent with a lean C-parsed HTTP loop). gevent_pywsgi
 # (gevent's own HTTP parser) was cheaper per request in single runs, not faster in the interleaved overhead bench.
 WORKER_CLASSES = ("gevent", "gevent_h1c", "gevent_pywsgi", "sync", "gthread")
@@ -182,7 +184,7 @@ class Settings:
             mme_allowed_prefixes=e.path_list("SAGESTACK_MME_ALLOWED_PREFIXES"),
             auth_token=e.text("SAGESTACK_AUTH_TOKEN", None),
             allow_requirements=e.boolean("SAGESTACK_ALLOW_REQUIREMENTS", False),
-            max_image_pixels=e.integer("SAGESTACK_MAX_IMAGE_PIXELS", 40_000_000, lo=1),
+            max_image_pixels=e.integer("SAGESTACK_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS, lo=1),
             access_log=e.choice("SAGESTACK_ACCESS_LOG", "on", ("on", "off")) == "on",
             restart_wait_seconds=e.number("SAGESTACK_RESTART_WAIT_SECONDS", float(gunicorn_timeout), lo=0.0, hi=3600.0),
         )

@@ -298,14 +298,15 @@ class Supervisor:
 
     # ---- multi-model endpoint ----------------------------------------------------------------
     def load_model(self, name: str, url: str) -> Reply:
-        refused = mme_refusal(name, url, self.settings)
-        if refused:
-            return 403 if "outside" in refused else 400, {"error": refused}
+        try:
+            source = mme_source(name, url, self.settings)
+        except Refused as exc:
+            return exc.status, {"error": str(exc)}
         with self.lock:
             if name in self.table.models or name in self.loading:
                 return 409, {"error": f"model '{name}' is already loaded"}
             try:
-                spec = model_spec(name, Path(url.removeprefix("file://")).resolve())
+                spec = model_spec(name, source)
             except ModelDirError as exc:
                 return 404, {"error": str(exc)}
             why = backend_missing(spec.kind)
@@ -398,18 +399,29 @@ def backend_missing(kind: str) -> str | None:
     return f"needs the Python package(s) {', '.join(missing)}, which are not installed here" if missing else None
 
 
-def mme_refusal(name: str, url: str, settings: Settings) -> str | None:
-    """Why POST /models may not load this (a bad name, or a path outside the model root and the allowed prefixes)."""
+class Refused(ValueError):
+    """A POST /models the supervisor will not carry out, with the status that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def mme_source(name: str, url: str, settings: Settings) -> Path:
+    """The local directory POST /models may load `name` from: a valid name, a local path (or file:// URL) under
+    the model root or SAGESTACK_MME_ALLOWED_PREFIXES; otherwise Refused (400, or 403 for a path outside)."""
     if not MODEL_NAME.fullmatch(name) or ".." in name:
-        return f"model_name {name!r} is not a valid model name (letters, digits, '.', '_', '-'; at most 128)"
+        raise Refused(
+            400, f"model_name {name!r} is not a valid model name (letters, digits, '.', '_', '-'; at most 128)"
+        )
     if "\x00" in url or "://" in url.removeprefix("file://"):
-        return f"url {url!r} must be a local path (or file:// URL) to a model directory"
+        raise Refused(400, f"url {url!r} must be a local path (or file:// URL) to a model directory")
     path = Path(url.removeprefix("file://")).resolve()
     roots = (settings.model_dir, *settings.mme_allowed_prefixes)
     if not any(path.is_relative_to(root) for root in roots):
         allowed = ", ".join(str(r) for r in roots)
-        return f"url {url!r} is outside the model root and SAGESTACK_MME_ALLOWED_PREFIXES ({allowed})"
-    return None
+        raise Refused(403, f"url {url!r} is outside the model root and SAGESTACK_MME_ALLOWED_PREFIXES ({allowed})")
+    return path
 
 
 def install_requirements(spec: ModelSpec, prefix: Path) -> None:
