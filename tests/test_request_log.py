@@ -29,10 +29,14 @@ def test_each_request_is_logged_once_with_its_id_and_time_split(model_dir, tmp_p
     try:
         r = requests.post(stack.url + "/invocations", data="[1.0, 2.0]", headers={**JSON, "X-Amzn-RequestId": "req-42"})
         assert r.status_code == 200 and r.headers["X-Amzn-RequestId"] == "req-42"
-        (access,) = _lines(stack, "req-42", "access")
+        (access,) = _lines(stack, "req-42", "access")  # nginx rounds both times to the millisecond on its own
         assert access["method"] == "POST" and access["path"] == "/invocations" and access["status"] == 200
         assert access["model"] == "half_plus_three" and access["variant"] == "default"
-        assert access["bytes_in"] > 0 and access["bytes_out"] > 0 and float(access["upstream_s"]) <= access["total_s"]
+        assert (
+            access["bytes_in"] > 0
+            and access["bytes_out"] > 0
+            and float(access["upstream_s"]) <= access["total_s"] + 0.001
+        )
         (gateway,) = _lines(stack, "req-42", "gateway")
         assert gateway["model"] == "half_plus_three" and gateway["status"] == 200
         assert {"queue_ms", "input_ms", "runtime_ms", "output_ms"} <= gateway.keys()
