@@ -39,6 +39,7 @@ def _import_all() -> None:
     import tensorflow_serving.apis.classification_pb2
     import tensorflow_serving.apis.get_model_metadata_pb2
     import tensorflow_serving.apis.get_model_status_pb2
+    import tensorflow_serving.apis.model_management_pb2
     import tensorflow_serving.apis.model_service_pb2_grpc
     import tensorflow_serving.apis.predict_pb2
     import tensorflow_serving.apis.prediction_service_pb2_grpc
@@ -56,6 +57,7 @@ from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2,
     get_model_status_pb2,
     input_pb2,
+    model_management_pb2,
     model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -72,6 +74,7 @@ __all__ = [
     "get_model_status_pb2",
     "input_pb2",
     "meta_graph_pb2",
+    "model_management_pb2",
     "model_pb2",
     "model_server_config_pb2",
     "model_service_pb2_grpc",

@@ -23,6 +23,9 @@ WORKER_CLASSES = ("gevent", "gevent_h1c", "gevent_pywsgi", "sync", "gthread")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 NGINX_LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
 DEFAULT_PORT_RANGE = (9000, 9999)
+# One runtime process per framework for all its models (as one tensorflow_model_server serves its model list),
+# or one per model (isolation: a crash takes one model's instance down, not its framework's).
+RUNTIME_SHARING = ("framework", "model")
 _Num = TypeVar("_Num", int, float)
 
 
@@ -70,6 +73,7 @@ class Settings:
     mme_allowed_prefixes: tuple[Path, ...]
     allow_requirements: bool
     auth_token: str | None
+    runtime_sharing: str
 
     @property
     def max_payload_bytes(self) -> int:
@@ -186,6 +190,7 @@ class Settings:
             allow_requirements=e.boolean("SAGESTACK_ALLOW_REQUIREMENTS", False),
             max_image_pixels=e.integer("SAGESTACK_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS, lo=1),
             access_log=e.choice("SAGESTACK_ACCESS_LOG", "on", ("on", "off")) == "on",
+            runtime_sharing=e.choice("SAGESTACK_RUNTIME_SHARING", "framework", RUNTIME_SHARING),
             restart_wait_seconds=e.number("SAGESTACK_RESTART_WAIT_SECONDS", float(gunicorn_timeout), lo=0.0, hi=3600.0),
         )
 

@@ -4,6 +4,9 @@ Order: runtimes (and wait until every model is AVAILABLE and warm), then gunicor
 until its /ping says 200), then nginx. Afterwards any child that dies is restarted; while a
 runtime restarts, the routing table marks it down so requests go to the surviving instances.
 SIGTERM drains: nginx finishes in-flight requests (SIGQUIT), then gunicorn, then the runtimes.
+
+Runtime processes come in groups of SAGEMAKER_TFS_INSTANCE_COUNT: one group per framework, serving all
+its models (SAGESTACK_RUNTIME_SHARING=framework), or one per model (=model).
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
+
 from server import control, gunicorn_conf, nginx
 from server.control import Reply
 from server.modeldir import MODEL_NAME, ModelDirError, ModelSpec, find_models, model_spec
 from server.routes import DOWN, READY, STARTING, InstanceRoute, ModelRoute, RouteTable
-from server.runtimes import missing_packages
-from server.runtimes.process import RuntimeInstance
+from server.runtimes import missing_packages, process_group
+from server.runtimes.process import ModelLoadFailed, RuntimeInstance
 from server.settings import Settings
 
 DRAIN_SECONDS = 25  # SageMaker sends SIGKILL 30 s after SIGTERM
@@ -70,7 +75,7 @@ class Supervisor:
         self.lock = threading.RLock()
         self.routes_changed = threading.Condition(self.lock)
         self.table = RouteTable(multi_model=settings.multi_model)
-        self.runtimes: dict[str, list[RuntimeInstance]] = {}
+        self.runtimes: dict[str, list[RuntimeInstance]] = {}  # process group -> its instances
         self.loading: set[str] = set()
         self.slots = PortSlots(settings.safe_port_range)
         self.gunicorn: subprocess.Popen | None = None
@@ -113,15 +118,22 @@ class Supervisor:
             if s.default_model_name and s.default_model_name not in names:
                 raise StartupError(f"SAGEMAKER_TFS_DEFAULT_MODEL_NAME={s.default_model_name!r} is not among {names}")
             self.table.default_model = s.default_model_name or names[0]
-            started = [instances for spec in specs if (instances := self._start_checked(spec))]
+            for spec in specs:
+                if self._startable(spec):
+                    self._add_model(spec, start=False)
+            with self.lock:
+                for inst in self._instances():
+                    inst.start()  # each process once, with all of its models
+                waits = [(inst, m) for inst in self._instances() for m in inst.models]
             deadline = time.monotonic() + s.wait_time_seconds
-            with ThreadPoolExecutor(max(1, sum(len(i) for i in started))) as pool:
-                waits = [(inst, pool.submit(self._await_ready, inst, deadline)) for i in started for inst in i]
-                for inst, future in waits:
+            with ThreadPoolExecutor(max(1, len(waits))) as pool:
+                futures = [(m, pool.submit(self._await_model, inst, m, deadline)) for inst, m in waits]
+                for name, future in futures:
                     try:
                         future.result()
                     except (RuntimeError, TimeoutError) as exc:
-                        self._model_failed(inst.model, inst.kind, str(exc))
+                        if name in self.table.models:
+                            self._model_failed(name, self.table.models[name].kind, str(exc))
             if not self.table.models:
                 raise StartupError(f"no model could be served: {self.table.failed}")
         self._write_routes()
@@ -140,18 +152,22 @@ class Supervisor:
         (run / "prometheus").mkdir()
         self.settings.write(self.settings.settings_file)  # the children load these, not the environment
 
-    def _start_checked(self, spec: ModelSpec) -> list[RuntimeInstance]:
-        """Start a model's runtimes once its backend's packages and its code/requirements.txt are in place."""
+    def _startable(self, spec: ModelSpec) -> bool:
+        """Whether the model's backend packages and its code/requirements.txt are in place (else it failed)."""
         why = backend_missing(spec.kind)
         if why:
             self._model_failed(spec.name, spec.kind, why)
-            return []
+            return False
         try:
             install_requirements(spec, self.settings.requirements_prefix)
         except StartupError as exc:
             self._model_failed(spec.name, spec.kind, str(exc))
-            return []
-        return self._start_model(spec)
+            return False
+        return True
+
+    def _instances(self) -> list[RuntimeInstance]:
+        with self.lock:
+            return [inst for group in self.runtimes.values() for inst in group]
 
     def _model_failed(self, name: str, kind: str, why: str) -> None:
         """A model that cannot start fails start-up (SageMaker's policy), or with SAGESTACK_FAIL_ON_MODEL_ERROR=false
@@ -166,15 +182,21 @@ class Supervisor:
         self.table.failed[name] = reason
         self._write_routes()
 
-    def _start_model(self, spec: ModelSpec) -> list[RuntimeInstance]:
+    def _add_model(self, spec: ModelSpec, start: bool) -> tuple[list[RuntimeInstance], bool]:
+        """Put the model on its process group, made (and with `start`, started) if it is new: (instances, new)."""
         with self.lock:
-            ports = self.slots.take_many(self.settings.instance_count)  # all or none, before any process
-            instances = [
-                RuntimeInstance(spec.name, spec.kind, spec.base_path, i, p, self.settings) for i, p in enumerate(ports)
-            ]
-            self.runtimes[spec.name] = instances
+            group = process_group(spec.name, spec.kind, self.settings.runtime_sharing)
+            instances = self.runtimes.get(group)
+            new = instances is None
+            if instances is None:
+                ports = self.slots.take_many(self.settings.instance_count)  # all or none, before any process
+                instances = self.runtimes[group] = [
+                    RuntimeInstance(group, i, p, self.settings) for i, p in enumerate(ports)
+                ]
             for inst in instances:
-                inst.start()
+                inst.models[spec.name] = (spec.kind, spec.base_path)
+                if new and start:
+                    inst.start()
             self.table.models[spec.name] = ModelRoute(
                 spec.name,
                 str(spec.base_path),
@@ -183,23 +205,24 @@ class Supervisor:
                 str(spec.code_dir) if spec.code_dir else None,
                 [InstanceRoute(x.id, x.grpc_port, x.rest_port, STARTING, x.pid) for x in instances],
             )
-            versions = list(spec.versions)
-            log(f"model '{spec.name}' ({spec.kind}, versions {versions}): {len(instances)} instances starting")
-            return instances
+            where = f"{len(instances)} new instances" if new else f"joins the running instances of '{group}'"
+            log(f"model '{spec.name}' ({spec.kind}, versions {list(spec.versions)}): {where}")
+            return instances, new
 
-    def _await_ready(self, inst: RuntimeInstance, deadline: float) -> None:
-        inst.wait_ready(deadline)
-        self._set_state(inst, READY)
-        log(f"runtime {inst.id} AVAILABLE after {time.monotonic() - inst.started_at:.1f}s (pid {inst.pid})")
+    def _await_model(self, inst: RuntimeInstance, model: str, deadline: float) -> None:
+        inst.wait_ready(model, deadline)
+        self._set_state(inst, READY, [model])
+        took = time.monotonic() - inst.started_at
+        log(f"runtime {inst.id}: model '{model}' AVAILABLE {took:.1f}s after the process started (pid {inst.pid})")
 
-    def _set_state(self, inst: RuntimeInstance, state: str) -> None:
+    def _set_state(self, inst: RuntimeInstance, state: str, models: list[str] | None = None) -> None:
+        """The route state of `inst` for `models` (default: every model it serves)."""
         with self.lock:
-            model = self.table.models.get(inst.model)
-            if model is None:
-                return
-            for route in model.instances:
-                if route.id == inst.id:
-                    route.state, route.pid = state, inst.pid
+            for name in inst.models if models is None else models:
+                model = self.table.models.get(name)
+                for route in model.instances if model else ():
+                    if route.id == inst.id:
+                        route.state, route.pid = state, inst.pid
             self._write_routes()
 
     def _write_routes(self) -> None:
@@ -266,13 +289,12 @@ class Supervisor:
 
     # ---- keeping it running ------------------------------------------------------------------
     def watch(self) -> None:
-        with self.lock:
-            instances = [inst for group in self.runtimes.values() for inst in group]
-        for inst in instances:
+        for inst in self._instances():
             code = inst.exited()
             if code is not None and inst.id not in self.restarting:
                 self.restarting.add(inst.id)
-                log(f"runtime {inst.id} (pid {inst.pid}) exited with code {code}; restarting it")
+                served = ", ".join(sorted(inst.models))
+                log(f"runtime {inst.id} (pid {inst.pid}, serving {served}) exited with code {code}; restarting it")
                 self._set_state(inst, DOWN)
                 threading.Thread(target=self._restart, args=(inst,), daemon=True).start()
         if self.gunicorn is not None and self.gunicorn.poll() is not None:
@@ -286,12 +308,19 @@ class Supervisor:
         try:
             time.sleep(min(0.1 * 2**inst.restarts, 5.0))
             inst.restarts += 1
-            if self.stopping.is_set() or inst.model not in self.runtimes:
-                return
-            inst.start()
-            self._set_state(inst, STARTING)
-            self._await_ready(inst, time.monotonic() + self.settings.wait_time_seconds)
-        except (RuntimeError, TimeoutError) as exc:
+            with self.lock:
+                if self.stopping.is_set() or inst not in self.runtimes.get(inst.group, []):
+                    return
+                inst.start()
+                self._set_state(inst, STARTING)
+                models = list(inst.models)
+            deadline = time.monotonic() + self.settings.wait_time_seconds
+            for model in models:
+                try:
+                    self._await_model(inst, model, deadline)
+                except (ModelLoadFailed, TimeoutError) as exc:
+                    log(f"restart of {inst.id}: {exc}")
+        except RuntimeError as exc:
             log(f"restart of {inst.id} failed: {exc}")
         finally:
             self.restarting.discard(inst.id)
@@ -312,10 +341,11 @@ class Supervisor:
             why = backend_missing(spec.kind)
             if why:
                 return 500, {"error": f"model '{name}' (backend {spec.kind}) {why}"}
-            short = memory_shortfall(spec, self.settings.instance_count)
+            new = process_group(name, spec.kind, self.settings.runtime_sharing) not in self.runtimes
+            short = memory_shortfall(spec, self.settings.instance_count, new)
             if short:
                 return 507, {"error": f"not enough memory to load model '{name}': {short}"}
-            if self.slots.capacity - len(self.slots.used) < self.settings.instance_count:
+            if new and self.slots.capacity - len(self.slots.used) < self.settings.instance_count:
                 return 507, {"error": f"no free ports left in SAGEMAKER_SAFE_PORT_RANGE for model '{name}'"}
             self.loading.add(name)
         try:
@@ -323,12 +353,14 @@ class Supervisor:
                 install_requirements(spec, self.settings.requirements_prefix)
             elif spec.code_dir is not None and (spec.code_dir / "requirements.txt").is_file():
                 log(f"model '{name}': code/requirements.txt not installed (SAGESTACK_ALLOW_REQUIREMENTS is false)")
-            instances = self._start_model(spec)
+            instances, new = self._add_model(spec, start=True)
             self._write_routes()
             deadline = time.monotonic() + self.settings.wait_time_seconds
             for inst in instances:
-                self._await_ready(inst, deadline)
-        except (RuntimeError, TimeoutError, StartupError) as exc:
+                if not new:
+                    inst.reload(max(deadline - time.monotonic(), 1.0))
+                self._await_model(inst, name, deadline)
+        except (RuntimeError, TimeoutError, StartupError, grpc.RpcError) as exc:
             self._remove_model(name)
             return 500, {"error": f"model '{name}' failed to load: {exc}"}
         finally:
@@ -343,13 +375,26 @@ class Supervisor:
         return 200, {"message": f"model '{name}' unloaded"}
 
     def _remove_model(self, name: str) -> None:
+        """Stop routing to the model, then unload it from its processes (stopping them if it was their last)."""
         with self.lock:
             self.table.models.pop(name, None)
             self._write_routes()  # gateways stop routing to it first
-            instances = self.runtimes.pop(name, [])
+            group = next((g for g, insts in self.runtimes.items() if name in insts[0].models), None)
+            instances = self.runtimes.get(group, []) if group else []
+            for inst in instances:
+                inst.models.pop(name, None)
+            last = bool(instances) and not instances[0].models
+            if last:
+                del self.runtimes[group]
         for inst in instances:
-            inst.stop()
-            self.slots.give_back(inst.grpc_port)
+            if last:
+                inst.stop()
+                self.slots.give_back(inst.grpc_port)
+            elif inst.exited() is None:
+                try:
+                    inst.reload(self.settings.wait_time_seconds)
+                except (grpc.RpcError, RuntimeError) as exc:  # a restart serves the list without it anyway
+                    log(f"runtime {inst.id}: unloading '{name}' failed ({exc}); it goes with the next restart")
 
     # ---- shutdown ----------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -362,8 +407,7 @@ class Supervisor:
             _wait(self.gunicorn, deadline)
         if self.control is not None:
             self.control.stop()
-        with self.lock:
-            instances = [inst for group in self.runtimes.values() for inst in group]
+        instances = self._instances()
         for inst in instances:
             inst.signal(signal.SIGTERM)
         for inst in instances:
@@ -447,10 +491,11 @@ def install_requirements(spec: ModelSpec, prefix: Path) -> None:
         raise StartupError(f"model '{spec.name}': installing {req} failed (pip exit {result.returncode})")
 
 
-def memory_shortfall(spec: ModelSpec, instances: int) -> str | None:
-    """None if there is room for the model's instances; else what is missing (HTTP 507)."""
+def memory_shortfall(spec: ModelSpec, instances: int, new_process: bool) -> str | None:
+    """None if there is room for the model on its instances (new ones, or joining running ones); else what is
+    missing (HTTP 507)."""
     size_mb = sum(f.stat().st_size for f in spec.base_path.rglob("*") if f.is_file()) / 2**20
-    needed = instances * (RUNTIME_BASE_MB + 2 * size_mb)
+    needed = instances * (RUNTIME_BASE_MB * new_process + 2 * size_mb)
     available = _mem_available_mb()
     if available is not None and available < needed:
         return f"needs ~{needed:.0f} MB, {available:.0f} MB available"

@@ -65,6 +65,6 @@ def test_missing_packages_are_named_without_importing_them(monkeypatch):
     from server import runtimes
 
     assert missing_packages("tensorflow") == [] and missing_packages("torchscript") == []  # the dev venv has both
-    fancy = runtimes.Runtime("no_such_family.runtime:make_backend", ("torch", "no_such_pkg"))
+    fancy = runtimes.Runtime("no_such_family.runtime:make_backend", ("torch", "no_such_pkg"), "fancy")
     monkeypatch.setitem(runtimes.RUNTIMES, "fancy", fancy)
     assert missing_packages("fancy") == ["no_such_family", "no_such_pkg"]

@@ -1,5 +1,5 @@
 """TF Serving's gRPC API on a runtime: PredictionService (Predict, Classify, Regress, GetModelMetadata) and
-ModelService (GetModelStatus), over one ModelStore."""
+ModelService (GetModelStatus, HandleReloadConfigRequest), over one ModelStore."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from server.protos import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -134,6 +135,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             if wanted and not response.model_version_status:
                 raise NotFound(f"model '{model.name}' has no version {wanted}")
             return response
+
+    def HandleReloadConfigRequest(self, request, context):
+        """Serve exactly request.config's models; returns once the new ones are loaded (or failed: see status)."""
+        with _grpc_errors(context):
+            self.store.load_config(request.config)
+            return model_management_pb2.ReloadConfigResponse()
 
 
 class _grpc_errors:

@@ -1,11 +1,12 @@
 """One model-server API, whatever the backend (as TF Serving keeps it): the runtime process's entry point.
 
-`python -m server.runtimes.model_server --runtime=KIND --settings_file=F --port=G --rest_api_port=R
---model_config_file=C ...` serves the models named in a TF Serving model config file on gRPC (grpc_api.py)
-and REST (rest.py). It takes `tensorflow_model_server`'s own flags, so the supervisor launches it and the
-real binary the same way; the batching settings come validated from the supervisor's settings file. The
-backend for KIND is looked up in server.runtimes.RUNTIMES; a backend only loads one version directory
-into a `Servable` (servable.py), everything else lives in the store (store.py).
+`python -m server.runtimes.model_server --settings_file=F --port=G --rest_api_port=R --model_config_file=C ...`
+serves the models named in a TF Serving model config file on gRPC (grpc_api.py) and REST (rest.py), and takes
+new model lists as TF Serving does (ModelService.HandleReloadConfigRequest). It takes `tensorflow_model_server`'s
+own flags, so the supervisor launches it and the real binary the same way; the batching settings come validated
+from the supervisor's settings file. Each model's `model_platform` names its backend, a key of
+server.runtimes.RUNTIMES (`--runtime` for those that name none); a backend only loads one version directory into
+a `Servable` (servable.py), everything else lives in the store (store.py).
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from google.protobuf import text_format
 from server.protos import model_server_config_pb2
 from server.runtimes.batching import Batching
 from server.runtimes.grpc_api import grpc_server
-from server.runtimes.servable import BackendFactory, RuntimeOptions
+from server.runtimes.servable import Backend, BackendFactory, RuntimeOptions
 from server.runtimes.store import ModelStore, log
 from server.settings import Settings
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="TF-Serving-compatible model server")
-    p.add_argument("--runtime", help="the backend, a key of server.runtimes.RUNTIMES")
+    p.add_argument("--runtime", default="tensorflow", help="the backend of models whose config names no platform")
     p.add_argument("--settings_file", type=Path, help="the supervisor's validated settings (default: SageMaker's)")
     p.add_argument("--port", type=int, default=8500)
     p.add_argument("--rest_api_port", type=int, default=0)
@@ -56,12 +57,25 @@ def load_config(args: argparse.Namespace) -> model_server_config_pb2.ModelServer
         text_format.Parse(Path(args.model_config_file).read_text(), config)
     else:
         cfg = config.model_config_list.config.add(name=args.model_name, base_path=args.model_base_path)
-        cfg.model_platform = "tensorflow"
+        cfg.model_platform = args.runtime
     return config
 
 
-def serve(argv: list[str], backend_factory: BackendFactory) -> None:
-    """Listen on gRPC (and REST), load every configured version with the backend, serve until SIGTERM."""
+class Backends:
+    """The backend for each model kind, made from RUNTIMES[kind].factory on first use (its heavy imports with it)."""
+
+    def __init__(self, options: RuntimeOptions) -> None:
+        self.options = options
+        self.made: dict[str, Backend] = {}
+
+    def __call__(self, kind: str) -> Backend:
+        if kind not in self.made:
+            self.made[kind] = backend_factory(kind)(self.options)
+        return self.made[kind]
+
+
+def serve(argv: list[str]) -> None:
+    """Listen on gRPC (and REST), load every configured version with its backend, serve until SIGTERM."""
     args = parse_args(argv)
     settings = Settings.load(args.settings_file) if args.settings_file else Settings.from_env({})
     batching = args.enable_batching.lower() == "true"
@@ -71,7 +85,7 @@ def serve(argv: list[str], backend_factory: BackendFactory) -> None:
         inter_op_threads=args.tensorflow_inter_op_parallelism,
         max_batch_size=settings.max_batch_size if batching else 0,
     )
-    store = ModelStore(backend_factory(options), batcher)
+    store = ModelStore(Backends(options), batcher, args.runtime)
     server = grpc_server(store, args.grpc_max_threads)
     # Listen first (status says LOADING meanwhile), then load: the supervisor can watch progress.
     if server.add_insecure_port(f"127.0.0.1:{args.port}") == 0:
@@ -102,17 +116,13 @@ def backend_factory(kind: str) -> BackendFactory:
     from server.runtimes import RUNTIMES
 
     if kind not in RUNTIMES:
-        raise SystemExit(f"unknown runtime {kind!r} (known: {', '.join(sorted(RUNTIMES))})")
+        raise ValueError(f"unknown runtime {kind!r} (known: {', '.join(sorted(RUNTIMES))})")
     module, _, function = RUNTIMES[kind].factory.partition(":")
     return getattr(importlib.import_module(module), function)
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    kind = parse_args(argv).runtime
-    if not kind:
-        raise SystemExit("--runtime is required (a key of server.runtimes.RUNTIMES)")
-    serve(argv, backend_factory(kind))
+    serve(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

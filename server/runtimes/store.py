@@ -1,13 +1,16 @@
 """The models one runtime process serves: version folders, load states, warm-up, and calls into servables.
 
-Both front ends (gRPC in grpc_api.py, REST in rest.py) resolve and run through one ModelStore.
+Both front ends (gRPC in grpc_api.py, REST in rest.py) resolve and run through one ModelStore. Each model names
+its backend as its config's `model_platform` (a key of server.runtimes.RUNTIMES), so one process can serve the
+models of several backends that share a framework.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,8 @@ class ModelVersion:
 @dataclass
 class Model:
     name: str
+    kind: str
+    base_path: Path
     versions: dict[int, ModelVersion] = field(default_factory=dict)
 
     def get(self, version: int | None) -> ModelVersion:
@@ -61,29 +66,49 @@ def select_versions(available: dict[int, Path], policy: Any) -> dict[int, Path]:
 
 
 class ModelStore:
-    def __init__(self, backend: Backend, batcher: Batching | None = None) -> None:
+    """`backend(kind)` gives the backend for a model kind (made once, on first use: its imports come with it);
+    `default_kind` serves the models whose config names no platform."""
+
+    def __init__(
+        self, backend: Callable[[str], Backend], batcher: Batching | None = None, default_kind: str = "tensorflow"
+    ) -> None:
         self.backend = backend
         self.batcher = batcher
+        self.default_kind = default_kind
         self.models: dict[str, Model] = {}
+        self._config_lock = threading.Lock()
 
     def load_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        for cfg in config.model_config_list.config:
-            base = Path(cfg.base_path)
-            chosen = select_versions(version_dirs(base), cfg.model_version_policy)
-            if not chosen:
-                raise SystemExit(f"model '{cfg.name}': no numeric version directory under {base}")
-            model = self.models.setdefault(cfg.name, Model(cfg.name))
-            for version, path in sorted(chosen.items()):
-                model.versions[version] = ModelVersion(version, path)
-        for model in self.models.values():
-            for mv in model.versions.values():
-                self._load(model.name, mv)
+        """Serve exactly the configured models, as TF Serving's reload does: new ones load (and are warmed) before
+        this returns, removed ones are dropped, and the ones that stay are left as they are."""
+        with self._config_lock:
+            wanted = {cfg.name: cfg for cfg in config.model_config_list.config}
+            for name in [n for n in self.models if n not in wanted]:
+                del self.models[name]  # in-flight calls keep their servable until they finish
+                log(f"model '{name}' unloaded")
+            for name, cfg in wanted.items():
+                kind, base = cfg.model_platform or self.default_kind, Path(cfg.base_path)
+                known = self.models.get(name)
+                if known is not None and (known.kind, known.base_path) == (kind, base):
+                    continue
+                model = Model(name, kind, base)
+                chosen = select_versions(version_dirs(base), cfg.model_version_policy)
+                for version, path in sorted(chosen.items()):
+                    model.versions[version] = ModelVersion(version, path)
+                if known is None:
+                    self.models[name] = model  # status shows it LOADING; only AVAILABLE versions are served
+                for mv in model.versions.values():
+                    self._load(model, mv)
+                self.models[name] = model
+                if not chosen:
+                    log(f"model '{name}': no numeric version directory under {base}")
 
-    def _load(self, name: str, mv: ModelVersion) -> None:
+    def _load(self, model: Model, mv: ModelVersion) -> None:
+        name = model.name
         mv.state = State.LOADING
         started = time.monotonic()
         try:
-            mv.servable = self.backend(mv.path)
+            mv.servable = self.backend(model.kind)(mv.path)
             warmup(mv.servable)
         except Exception as exc:  # a broken version must not take the others down
             missing = isinstance(exc, ModuleNotFoundError)
