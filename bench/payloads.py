@@ -85,3 +85,13 @@ def payload(model: str) -> Payload:
     if model not in PAYLOADS:
         raise SystemExit(f"no load payload for model '{model}' (have: {', '.join(sorted(PAYLOADS))})")
     return PAYLOADS[model]()
+
+
+def for_model(name: str) -> Payload:
+    """The payload of a served model, `<family>_compiled` variants included (the family's body, named for it)."""
+    family = name.removesuffix("_compiled")
+    base = payload(family)
+    attrs = base.headers["X-Amzn-SageMaker-Custom-Attributes"].replace(
+        f"tfs-model-name={family}", f"tfs-model-name={name}"
+    )
+    return Payload(base.body, {**base.headers, "X-Amzn-SageMaker-Custom-Attributes": attrs}, base.description)

@@ -27,6 +27,7 @@ import psutil
 import requests
 
 from bench import payloads
+from bench.procstats import sample
 from bench.stack import start_stack
 
 WINDOW_S = 60.0
@@ -61,41 +62,6 @@ def request_mix() -> list[tuple[str, bytes, dict[str, str]]]:
         ("bad_midi", b"MThd\x00\x00\x00\x06junk", {"Content-Type": "audio/midi", **attrs("music_transformer")}),
     ]
     return mix
-
-
-def label(proc: psutil.Process) -> str:
-    """A stable name for a stack process: supervisor, nginx master/worker, gunicorn master/worker, runtime <id>."""
-    cmd = proc.cmdline()
-    text = " ".join(cmd)
-    if "server.runtimes.model_server" in text:
-        config = next((a.split("=", 1)[1] for a in cmd if a.startswith("--model_config_file=")), "?")
-        return f"runtime {Path(config).stem}"
-    if "-m gunicorn" in text:  # workers are forks of the master: tell them apart by their parent
-        parent = proc.parent()
-        return (
-            "gunicorn worker"
-            if parent is not None and "-m gunicorn" in " ".join(parent.cmdline())
-            else "gunicorn master"
-        )
-    if text.startswith("nginx: master"):
-        return "nginx master"
-    if text.startswith("nginx: worker"):
-        return "nginx worker"
-    return "supervisor" if "server.cli" in text else proc.name()
-
-
-def sample(root: psutil.Process) -> dict[str, dict[str, float]]:
-    """RSS and PSS (MB) of the supervisor and every process under it, by label (several workers: #1, #2)."""
-    out: dict[str, dict[str, float]] = {}
-    for proc in sorted([root, *root.children(recursive=True)], key=lambda p: p.pid):
-        try:
-            name = label(proc)
-            info = proc.memory_full_info()
-        except psutil.Error:
-            continue
-        key = name if name not in out else next(f"{name} #{i}" for i in itertools.count(2) if f"{name} #{i}" not in out)
-        out[key] = {"rss_mb": info.rss / 2**20, "pss_mb": getattr(info, "pss", 0) / 2**20}
-    return out
 
 
 def run(args: argparse.Namespace) -> int:
