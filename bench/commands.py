@@ -85,6 +85,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     la.add_argument("--warmup", type=int, default=100)
     la.add_argument("--model-dir", type=Path, default=Path("build/model"), help="holds <model> and <model>_compiled")
     la.add_argument("--url", help="use this running stack instead of starting one")
+    la.add_argument("--threads", type=int, default=0, help="the same N threads for both (0: SageMaker's defaults)")
     la.add_argument("--loadgen-cpus", default="1", help="CPUs for the client; '' for any")
     la.add_argument("--out", type=Path, default=Path("build/bench/latency.json"))
     la.set_defaults(fn=cmd_bench)

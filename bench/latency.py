@@ -4,6 +4,11 @@ One endpoint serves both variants of the model (`<model>` and `<model>_compiled`
 real photo sequentially, alternating `compiled=false` / `compiled=true` request by request, so both
 see the same machine state. Warm-up requests are not recorded. The client runs pinned to the CPUs
 in --loadgen-cpus where it can (the server uses all of them).
+
+Threads: by default both variants run at SageMaker's defaults (OMP_NUM_THREADS=1, the intra-op pool left to
+the runtime: TorchScript then runs on one thread while OpenVINO sizes its own pool). `--threads N` gives both
+the same N (OMP_NUM_THREADS and SAGEMAKER_TFS_INTRA_OP_PARALLELISM, which the TorchScript runtime and every
+compiled runtime honour), the fair comparison. The report names the settings.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +25,7 @@ from typing import Any
 import requests
 
 from bench.loadgen import percentile
-from bench.payloads import payload
+from bench.payloads import Payload, payload
 from bench.stack import start_stack
 
 VARIANTS = {"uncompiled": "false", "compiled": "true"}
@@ -35,10 +39,21 @@ def backend_of(model_dir: Path) -> str:
     return meta.get("backend", meta["runtime"])
 
 
+def thread_env(threads: int) -> dict[str, str]:
+    """The stack's thread settings for both variants: SageMaker's defaults (0), or N for both."""
+    if not threads:
+        return {}
+    return {"OMP_NUM_THREADS": str(threads), "SAGEMAKER_TFS_INTRA_OP_PARALLELISM": str(threads)}
+
+
 def run(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
     for name in (args.model, f"{args.model}_compiled"):
         if not (args.model_dir / name).is_dir():
             raise SystemExit(f"bench latency: {args.model_dir / name} is missing (build and compile it first)")
+    if args.url and args.threads:
+        raise SystemExit("bench latency: --threads sets the stack's threads; it cannot with --url")
     body = payload(args.model)
     stack = None
     url = args.url
@@ -47,28 +62,15 @@ def run(args: argparse.Namespace) -> int:
         for name in (args.model, f"{args.model}_compiled"):
             (work / "model").mkdir(exist_ok=True)
             (work / "model" / name).symlink_to((args.model_dir / name).resolve())
-        stack = start_stack(work / "model", work / "run", SAGEMAKER_TFS_DEFAULT_MODEL_NAME=args.model)
+        stack = start_stack(work / "model", work / "run", SAGEMAKER_TFS_DEFAULT_MODEL_NAME=args.model,
+                            **thread_env(args.threads))  # fmt: skip
         url = stack.url
     if args.loadgen_cpus:
         os.sched_setaffinity(0, {int(c) for c in args.loadgen_cpus.split(",")})
     session = requests.Session()
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    errors = dict.fromkeys(VARIANTS, 0)
     try:
-        for i in range(args.warmup + args.iters):
-            for name, flag in VARIANTS.items():
-                headers = dict(body.headers)
-                headers["X-Amzn-SageMaker-Custom-Attributes"] = f"tfs-model-name={args.model},compiled={flag}"
-                started = time.perf_counter()
-                r = session.post(url + "/invocations", data=body.body, headers=headers, timeout=300)
-                took = (time.perf_counter() - started) * 1e3
-                if r.status_code != 200:
-                    errors[name] += 1
-                elif i >= args.warmup:
-                    times[name].append(took)
-            if (i + 1) % max(1, (args.warmup + args.iters) // 20) == 0:
-                done = {n: f"{statistics.median(t):.0f} ms" for n, t in times.items() if t}
-                print(f"[bench latency] {i + 1}/{args.warmup + args.iters} medians {done}", file=sys.stderr)
+        with Progress() as progress:
+            times, errors = measure(session, url, body, args, progress)
     finally:
         if stack is not None:
             stack.stop()
@@ -79,6 +81,27 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"speedup": report["speedup"]} | {n: v["mean_ms"] for n, v in report["variants"].items()}))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
+
+
+def measure(session: requests.Session, url: str, body: Payload, args: argparse.Namespace, progress: Any):
+    """Both variants request by request: their recorded times (ms) and error counts."""
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    errors = dict.fromkeys(VARIANTS, 0)
+    task = progress.add_task("bench latency", total=args.warmup + args.iters)
+    for i in range(args.warmup + args.iters):
+        for name, flag in VARIANTS.items():
+            headers = dict(body.headers)
+            headers["X-Amzn-SageMaker-Custom-Attributes"] = f"tfs-model-name={args.model},compiled={flag}"
+            started = time.perf_counter()
+            r = session.post(url + "/invocations", data=body.body, headers=headers, timeout=300)
+            took = (time.perf_counter() - started) * 1e3
+            if r.status_code != 200:
+                errors[name] += 1
+            elif i >= args.warmup:
+                times[name].append(took)
+        done = ", ".join(f"{n} {statistics.median(t):.0f} ms" for n, t in times.items() if t)
+        progress.update(task, advance=1, description=f"bench latency: {done or 'warm-up'}")
+    return times, errors
 
 
 def summarize(times: dict[str, list[float]], errors: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
@@ -102,6 +125,8 @@ def summarize(times: dict[str, list[float]], errors: dict[str, int], args: argpa
         "iters": args.iters,
         "warmup": args.warmup,
         "method": "sequential requests through nginx, variants alternated request by request",
+        "threads": thread_env(args.threads)
+        or {"OMP_NUM_THREADS": "1", "SAGEMAKER_TFS_INTRA_OP_PARALLELISM": "0 (each runtime's own choice)"},
         "variants": variants,
         "speedup": {
             "mean": round(plain["mean_ms"] / fast["mean_ms"], 3),
@@ -124,7 +149,9 @@ def plot(report: dict[str, Any], times: dict[str, list[float]], path: Path) -> N
     ax.set_xlabel("latency (ms), whole stack, sequential")
     ax.set_ylabel("requests")
     s = report["speedup"]
-    ax.set_title(f"{report['model']}: compiled vs uncompiled, speedup mean {s['mean']}x, p95 {s['p95']}x")
+    threads = ", ".join(f"{k}={v}" for k, v in report["threads"].items())
+    ax.set_title(f"{report['model']}: compiled vs uncompiled, speedup mean {s['mean']}x, p95 {s['p95']}x\n{threads}",
+                 fontsize=9)  # fmt: skip
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)

@@ -24,15 +24,22 @@ ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 180
 
 
+# Listening ports come from below the kernel's ephemeral range (32768-60999 by default), so an outgoing
+# connection never takes one between the check and the bind.
+LISTEN_PORTS = (10000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(200):
+        port = random.randrange(*LISTEN_PORTS)
+        if _port_free(port):
+            return port
+    raise RuntimeError("no free port")
 
 
 def free_port_range(size: int = 20) -> str:
     for _ in range(100):
-        lo = random.randrange(20000, 40000, 2)
+        lo = random.randrange(LISTEN_PORTS[0], LISTEN_PORTS[1] - size, 2)
         if all(_port_free(p) for p in range(lo, lo + size)):
             return f"{lo}-{lo + size - 1}"
     raise RuntimeError("no free port range")
@@ -93,7 +100,7 @@ def start_stack(model_dir: Path | None, run_dir: Path, cpus: str | None = None, 
         try:
             if requests.get(f"{stack.url}/ping", timeout=2).status_code == 200:
                 return stack
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or a slow first answer
             pass
         time.sleep(0.2)
     stack.stop()

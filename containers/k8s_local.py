@@ -65,7 +65,7 @@ def start_moto() -> tuple[subprocess.Popen, str]:
         try:
             requests.get(url + "/moto-api/", timeout=1)
             return proc, url
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"the moto server on {url} did not answer within 30 s")

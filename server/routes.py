@@ -75,7 +75,7 @@ class RouteReader:
     def __init__(self, path: Path, max_age: float = 0.02) -> None:
         self.path = path
         self.max_age = max_age
-        self._stamp: int | None = None
+        self._stamp: tuple[int, int] | None = None
         self._checked = -1.0
         self._table = RouteTable()
 
@@ -85,7 +85,8 @@ class RouteReader:
             return self._table
         self._checked = now
         try:
-            stamp = self.path.stat().st_mtime_ns
+            st = self.path.stat()
+            stamp = (st.st_ino, st.st_mtime_ns)  # every write is a new file (os.replace): two in one tick differ
         except FileNotFoundError:
             return self._table
         if stamp != self._stamp:

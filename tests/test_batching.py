@@ -114,7 +114,7 @@ def test_batcher_joins_rows_and_bounds_concurrent_batches(threads):
 def test_a_full_batch_queue_is_overloaded_not_a_client_error():
     """SAGEMAKER_TFS_MAX_ENQUEUED_BATCHES x MAX_BATCH_SIZE waiting: the next call is refused (a 503 upstream)."""
     servable = CountingServable()
-    batcher = Batching(max_batch_size=1, timeout_micros=300_000, max_enqueued=2, num_threads=1)
+    batcher = Batching(max_batch_size=1, timeout_micros=3_000_000, max_enqueued=2, num_threads=1)
     started = threading.Barrier(3)
 
     def call(i: int) -> list[float]:
@@ -124,7 +124,9 @@ def test_a_full_batch_queue_is_overloaded_not_a_client_error():
     with ThreadPoolExecutor(2) as pool:
         waiting = [pool.submit(call, i) for i in range(2)]
         started.wait()
-        time.sleep(0.05)  # both queued, the leader asleep for the batch timeout
+        deadline = time.monotonic() + 2  # until both are queued (the leader asleep for the batch timeout)
+        while time.monotonic() < deadline and sum(map(len, batcher.queues.values())) < 2:
+            time.sleep(0.005)
         with pytest.raises(Overloaded, match="batch queue is full") as caught:
             batcher.run(servable, "serving_default", {"x": np.array([9.0])})
         assert not is_client_error(caught.value)

@@ -17,6 +17,7 @@ from compiler.artifact import load_traced
 from compiler.backend import backend_module
 from compiler.job import compile_model, parity
 from compiler.targets import resolve
+from models.yolov4.boxes import agreement
 from models.yolov4.build import export
 from models.yolov4.network import build
 
@@ -122,7 +123,6 @@ def test_one_endpoint_serves_both_variants(models, tmp_path):
             assert stack.stop() == 0
     plain, compiled = answers["yolov4"], answers["yolov4_compiled"]
     assert len(plain) == len(compiled) > 0
-    for a, b in zip(plain, compiled, strict=True):
-        assert a["class_id"] == b["class_id"]
-        assert a["score"] == pytest.approx(b["score"], abs=1e-3)
-        assert a["box"] == pytest.approx(b["box"], abs=0.1)
+    # Matched by class and overlap, not position: tied scores may be ordered differently by another backend.
+    assert agreement(plain, compiled, iou_threshold=0.9) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert sorted(d["score"] for d in plain) == pytest.approx(sorted(d["score"] for d in compiled), abs=1e-3)

@@ -138,7 +138,11 @@ def test_sigterm_drains_in_flight_requests(model_dir, tmp_path):
 
     with ThreadPoolExecutor(n) as pool:
         futures = [pool.submit(slow, i) for i in range(n)]
-        time.sleep(0.7)  # all are in flight, none finished
+        deadline = time.monotonic() + 10  # until all are in flight (each sleeps 2 s in the handler)
+        while time.monotonic() < deadline and f'sagestack_in_flight_requests{{model="hpt_handler"}} {n}.0' not in (
+            requests.get(stack.url + "/metrics", timeout=5).text
+        ):
+            time.sleep(0.05)
         started = time.monotonic()
         stack.proc.send_signal(signal.SIGTERM)
         results = [f.result() for f in futures]

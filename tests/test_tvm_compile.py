@@ -106,6 +106,7 @@ def test_tvm_runtime_serves_beside_torchscript(compiled, tmp_path):
         assert stack.stop() == 0
 
 
+@pytest.mark.timeout(900)  # ~100 s on an idle 2-vCPU machine: real builder and runner processes
 def test_metaschedule_tuning_fills_a_database_that_later_compiles_reuse(tmp_path):
     """Two real MetaSchedule trials (builder and runner processes, XGBoost cost model), then a plain compile."""
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from models.yolov4 import darknet
-from models.yolov4.boxes import Letterbox, detections, letterbox, nms
+from models.yolov4.boxes import Letterbox, agreement, detections, letterbox, nms
 from models.yolov4.coco import CLASSES
 
 
@@ -23,6 +23,40 @@ def test_letterbox_geometry_and_box_round_trip():
     assert tensor[0, 84 - 3, 130] < 0.1
     letterboxed = np.array([[65.0, 84.5, 195.0, 214.5]])
     assert frame.to_original(letterboxed) == pytest.approx(np.array([[100, 50, 300, 250]]))
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_and_maps_back_to_its_own_pixels():
+    import io
+
+    from server.handler_kit import decode_image
+
+    ramp = np.linspace(0, 255, 2400, dtype=np.float32)[None, :, None] + np.zeros((1800, 1, 3), np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(ramp.astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    drafted = decode_image(buf.getvalue(), fit=416)
+    full = decode_image(buf.getvalue())
+    assert drafted.size == (600, 450) and full.size == (2400, 1800)  # 1/4 in the decoder: still covers 416x312
+    assert drafted.info["original_size"] == (2400, 1800)
+    (small, frame), (big, full_frame) = letterbox(drafted, 416), letterbox(full, 416)
+    assert frame == full_frame and (frame.width, frame.height) == (2400, 1800)
+    assert float(np.abs(small - big).mean()) < 0.01  # the same picture at the network's size
+    png = io.BytesIO()
+    Image.new("RGB", (800, 600)).save(png, format="PNG")
+    assert decode_image(png.getvalue(), fit=416).size == (800, 600)  # PNG has no reduced decode: whole
+
+
+def test_detection_agreement_matches_by_class_and_overlap():
+    def det(box, score, cls=0):
+        return {"box": box, "score": score, "class_id": cls}
+
+    ref = [det([0, 0, 10, 10], 0.9), det([20, 20, 30, 30], 0.8), det([0, 0, 10, 10], 0.7, cls=1)]
+    same_shuffled = [ref[2], ref[0], ref[1]]
+    assert agreement(ref, same_shuffled) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    shifted = [det([1, 1, 11, 11], 0.9), det([20, 20, 30, 30], 0.8, cls=2)]  # IoU 0.68; wrong class
+    assert agreement(ref, shifted, iou_threshold=0.5) == pytest.approx({"precision": 0.5, "recall": 1 / 3, "f1": 0.4})
+    assert agreement(ref, shifted, iou_threshold=0.75)["precision"] == 0.0
+    assert agreement([], []) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert agreement(ref, [])["recall"] == 0.0
 
 
 def test_box_mapping_clips_to_the_image():

@@ -34,16 +34,20 @@ class Letterbox:
 
 
 def letterbox(image: Image.Image, size: int = 416) -> tuple[np.ndarray, Letterbox]:
-    """RGB image -> float32 [3, size, size] in 0..1, and the mapping back."""
-    image = image.convert("RGB")
-    width, height = image.size
+    """RGB image -> float32 [3, size, size] in 0..1, and the mapping back to the original pixels.
+
+    An image decoded at a reduced scale (handler_kit.decode_image's `fit`) carries its original size in
+    `info["original_size"]`; boxes map back to that. The resized pixels go straight into the padded tensor.
+    """
+    width, height = image.info.get("original_size", image.size)
     scale = min(size / width, size / height)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    pad_x, pad_y = (size - new_w) / 2, (size - new_h) / 2
-    canvas = Image.new("RGB", (size, size), (PAD_VALUE,) * 3)
-    canvas.paste(image.resize((new_w, new_h), Image.BILINEAR), (int(pad_x), int(pad_y)))
-    tensor = np.asarray(canvas, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return tensor, Letterbox(scale, float(int(pad_x)), float(int(pad_y)), width, height)
+    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
+    resized = np.asarray(image.convert("RGB").resize((new_w, new_h), Image.BILINEAR))
+    tensor = np.full((3, size, size), np.float32(PAD_VALUE) / np.float32(255), dtype=np.float32)
+    region = tensor[:, pad_y : pad_y + new_h, pad_x : pad_x + new_w]
+    np.divide(resized.transpose(2, 0, 1), np.float32(255), out=region, dtype=np.float32)
+    return tensor, Letterbox(scale, float(pad_x), float(pad_y), width, height)
 
 
 def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -107,3 +111,27 @@ def detections(
         }
         for i, box in zip(kept, mapped, strict=True)
     ]
+
+
+def agreement(reference: list[dict], candidate: list[dict], iou_threshold: float = 0.5) -> dict[str, float]:
+    """Detection agreement of `candidate` with `reference` (lists as `detections` returns): each candidate box,
+    best score first, matches the unmatched reference box of its class it overlaps most, if by at least
+    `iou_threshold`, boxes taken half a pixel wider each way (one clipped to zero height at the image's edge
+    still overlaps its twin). Precision, recall and F1 of those matches (1.0 each when both are empty)."""
+    free = list(range(len(reference)))
+    matched = 0
+    half_pixel = np.array([-0.5, -0.5, 0.5, 0.5])  # a box covers the pixels it touches: flat ones overlap too
+    ref_boxes = np.array([d["box"] for d in reference], dtype=np.float64).reshape(-1, 4) + half_pixel
+    for det in sorted(candidate, key=lambda d: -d["score"]):
+        same = [i for i in free if reference[i]["class_id"] == det["class_id"]]
+        if not same:
+            continue
+        overlaps = iou(np.asarray(det["box"], dtype=np.float64) + half_pixel, ref_boxes[same])
+        best = int(np.argmax(overlaps))
+        if overlaps[best] >= iou_threshold:
+            free.remove(same[best])
+            matched += 1
+    precision = matched / len(candidate) if candidate else float(not reference)
+    recall = matched / len(reference) if reference else float(not candidate)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}

@@ -54,7 +54,8 @@ def input_handler(data, context):
         extra = {k: request[k] for k in DEFAULTS if k in request}
     elif context.request_content_type not in IMAGE_TYPES:
         raise UnsupportedType(f"yolov4 takes {', '.join(IMAGE_TYPES)} or application/json")
-    tensor, frame = letterbox(decode_image(body, context.max_image_pixels), CONFIG["input_size"])
+    size = CONFIG["input_size"]
+    tensor, frame = letterbox(decode_image(body, context.max_image_pixels, fit=size), size)
     context.yolo = (frame, _thresholds(context.custom_attributes, extra))
     return {"inputs": {"input0": tensor[None]}}
 
