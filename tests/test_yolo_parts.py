@@ -45,6 +45,32 @@ def test_a_large_jpeg_is_decoded_at_reduced_scale_and_maps_back_to_its_own_pixel
     assert decode_image(png.getvalue(), fit=416).size == (800, 600)  # PNG has no reduced decode: whole
 
 
+def test_nms_keeps_what_a_plain_greedy_loop_keeps():
+    def greedy(boxes, scores, classes, threshold, limit):
+        def overlap(a, b):
+            w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+            h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+            return w * h / max(union, 1e-12)
+
+        keep: list[int] = []
+        for i in sorted(range(len(boxes)), key=lambda i: -scores[i]):  # sorted() is stable, as argsort(stable)
+            if all(classes[k] != classes[i] or overlap(boxes[k], boxes[i]) <= threshold for k in keep):
+                keep.append(i)
+        return keep[:limit]
+
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        n = int(rng.integers(0, 60))
+        xy, wh = rng.random((n, 2)) * 50, rng.random((n, 2)) * 30
+        boxes = np.concatenate([xy, xy + wh], 1)
+        if trial % 3 == 0 and n:
+            boxes[: n // 2] = boxes[0]  # duplicates and exact score ties
+        scores, classes = rng.random(n).round(1), rng.integers(0, 3, n)
+        limit = int(rng.integers(1, 20)) if trial % 2 else None
+        assert nms(boxes, scores, classes, 0.45, limit).tolist() == greedy(boxes, scores, classes, 0.45, limit)
+
+
 def test_detection_agreement_matches_by_class_and_overlap():
     def det(box, score, cls=0):
         return {"box": box, "score": score, "class_id": cls}

@@ -15,18 +15,19 @@ from pathlib import Path
 
 from compiler.artifact import pack_model_tar
 from models.yolov4 import darknet
-from models.yolov4.network import Darknet, build, yolov4_cfg
+from models.yolov4.network import Candidates, Darknet, build, yolov4_cfg
 from server import modeldir
 
 HERE = Path(__file__).parent
 
 
 def export(out: Path, model: Darknet, size: int, version: int = 1) -> Path:
+    """Trace the network with its per-box class and score (`Candidates`) and pack it with the handlers."""
     import torch
 
     example = torch.rand(1, 3, size, size)
     with torch.no_grad():
-        traced = torch.jit.trace(model.eval(), example)
+        traced = torch.jit.trace(Candidates(model.eval()).eval(), example)
     version_dir = modeldir.fresh_version(out, version)
     pack_model_tar(traced, version_dir / "model.tar.gz")
     meta = {

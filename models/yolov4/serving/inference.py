@@ -1,4 +1,5 @@
-"""YOLOv4 detection handlers: image bytes -> letterbox -> runtime -> decode, threshold, class-wise NMS.
+"""YOLOv4 detection handlers: image bytes -> letterbox -> runtime (boxes, best class, score) -> threshold,
+class-wise NMS.
 
 Takes application/x-image, image/jpeg or image/png (or application/json {"image": base64,
 "conf_threshold": .., "iou_threshold": .., "max_detections": ..}). These can also come as custom
@@ -61,10 +62,8 @@ def input_handler(data, context):
 
 
 def output_handler(response, context):
+    """The graph's rows (x1, y1, x2, y2, score, class per box) -> thresholded, class-wise NMS, original pixels."""
     frame, thresholds = context.yolo
     out = response.outputs["output0"][0]
-    class_probs = out[:, 5:]
-    classes = class_probs.argmax(1)
-    scores = out[:, 4] * class_probs[np.arange(len(out)), classes]
-    found = detections(out[:, :4], scores, classes, frame, CLASSES, **thresholds)
+    found = detections(out[:, :4], out[:, 4], out[:, 5].astype(np.int64), frame, CLASSES, **thresholds)
     return json_response(found)
