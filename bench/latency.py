@@ -9,6 +9,10 @@ Threads: by default both variants run at SageMaker's defaults (OMP_NUM_THREADS=1
 the runtime: TorchScript then runs on one thread while OpenVINO sizes its own pool). `--threads N` gives both
 the same N (OMP_NUM_THREADS and SAGEMAKER_TFS_INTRA_OP_PARALLELISM, which the TorchScript runtime and every
 compiled runtime honour), the fair comparison. The report names the settings.
+
+Beside each request, the same variant's model runs once in this process, loaded by its runtime's own backend
+(server.runtimes.RUNTIMES) with the runtime's thread settings, on zeros of its input shape: so each variant's
+stack figure has its model figure from the same moments, and the report gives what the stack adds to each.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import requests
 
 from bench.loadgen import percentile
@@ -46,6 +51,36 @@ def thread_env(threads: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(threads), "SAGEMAKER_TFS_INTRA_OP_PARALLELISM": str(threads)}
 
 
+class Direct:
+    """One variant's model without the stack: its runtime's backend, in this process, unpinned."""
+
+    def __init__(self, model_dir: Path, threads: int) -> None:
+        from server.modeldir import model_spec, version_dirs
+        from server.runtimes.model_server import backend_factory
+        from server.runtimes.servable import DEFAULT_SIGNATURE, RuntimeOptions
+
+        spec = model_spec(model_dir.name, model_dir)
+        if spec.kind in ("torchscript", "music_transformer"):  # the runtime's OMP_NUM_THREADS (1 by default)
+            import torch
+
+            torch.set_num_threads(threads or 1)
+        backend = backend_factory(spec.kind)(RuntimeOptions(intra_op_threads=threads, inter_op_threads=threads))
+        self.servable = backend(version_dirs(model_dir)[max(spec.versions)])
+        sig = self.servable.signatures[DEFAULT_SIGNATURE]
+        self.inputs = {n: np.zeros([1 if d < 0 else d for d in t.shape], t.np_dtype) for n, t in sig.inputs.items()}
+
+    def __call__(self) -> float:
+        """One run, in ms, on every CPU (the client's pinning lifted meanwhile)."""
+        pinned = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        try:
+            started = time.perf_counter()
+            self.servable.run("serving_default", self.inputs)
+            return (time.perf_counter() - started) * 1e3
+        finally:
+            os.sched_setaffinity(0, pinned)
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
@@ -65,16 +100,19 @@ def run(args: argparse.Namespace) -> int:
         stack = start_stack(work / "model", work / "run", SAGEMAKER_TFS_DEFAULT_MODEL_NAME=args.model,
                             **thread_env(args.threads))  # fmt: skip
         url = stack.url
+    direct = {name: Direct(args.model_dir / model, args.threads)
+              for name, model in (("uncompiled", args.model), ("compiled", f"{args.model}_compiled"))}  # fmt: skip
+    # before the client is pinned: native thread pools size themselves to the CPUs they see
     if args.loadgen_cpus:
         os.sched_setaffinity(0, {int(c) for c in args.loadgen_cpus.split(",")})
     session = requests.Session()
     try:
         with Progress() as progress:
-            times, errors = measure(session, url, body, args, progress)
+            times, model_times, errors = measure(session, url, body, direct, args, progress)
     finally:
         if stack is not None:
             stack.stop()
-    report = summarize(times, errors, args)
+    report = summarize(times, model_times, errors, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     plot(report, times, args.out.with_suffix(".png"))
@@ -83,9 +121,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure(session: requests.Session, url: str, body: Payload, args: argparse.Namespace, progress: Any):
-    """Both variants request by request: their recorded times (ms) and error counts."""
+def measure(session: requests.Session, url: str, body: Payload, direct: dict[str, Direct], args: argparse.Namespace,
+            progress: Any):  # fmt: skip
+    """Both variants request by request, each followed by its model alone: times (ms) and error counts."""
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    model_times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     errors = dict.fromkeys(VARIANTS, 0)
     task = progress.add_task("bench latency", total=args.warmup + args.iters)
     for i in range(args.warmup + args.iters):
@@ -95,16 +135,20 @@ def measure(session: requests.Session, url: str, body: Payload, args: argparse.N
             started = time.perf_counter()
             r = session.post(url + "/invocations", data=body.body, headers=headers, timeout=300)
             took = (time.perf_counter() - started) * 1e3
+            alone = direct[name]()
             if r.status_code != 200:
                 errors[name] += 1
             elif i >= args.warmup:
                 times[name].append(took)
+                model_times[name].append(alone)
         done = ", ".join(f"{n} {statistics.median(t):.0f} ms" for n, t in times.items() if t)
         progress.update(task, advance=1, description=f"bench latency: {done or 'warm-up'}")
-    return times, errors
+    return times, model_times, errors
 
 
-def summarize(times: dict[str, list[float]], errors: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
+def summarize(
+    times: dict[str, list[float]], model_times: dict[str, list[float]], errors: dict[str, int], args: argparse.Namespace
+) -> dict[str, Any]:
     backends = {"uncompiled": backend_of(args.model_dir / args.model),
                 "compiled": backend_of(args.model_dir / f"{args.model}_compiled")}  # fmt: skip
     variants = {}
@@ -115,10 +159,14 @@ def summarize(times: dict[str, list[float]], errors: dict[str, int], args: argpa
             "p50_ms": round(percentile(ordered, 50), 2),
             "p95_ms": round(percentile(ordered, 95), 2),
             "p99_ms": round(percentile(ordered, 99), 2),
+            "model_p50_ms": round(statistics.median(model_times[name] or [float("nan")]), 2),
             "backend": backends[name],
             "n": len(values),
             "errors": errors[name],
         }
+    for v in variants.values():
+        v["stack_added_p50_ms"] = round(v["p50_ms"] - v["model_p50_ms"], 2)
+        v["stack_added_percent"] = round(100 * v["stack_added_p50_ms"] / v["model_p50_ms"], 1)
     plain, fast = variants["uncompiled"], variants["compiled"]
     return {
         "model": args.model,
@@ -131,6 +179,8 @@ def summarize(times: dict[str, list[float]], errors: dict[str, int], args: argpa
         "speedup": {
             "mean": round(plain["mean_ms"] / fast["mean_ms"], 3),
             "p95": round(plain["p95_ms"] / fast["p95_ms"], 3),
+            "p50": round(plain["p50_ms"] / fast["p50_ms"], 3),
+            "model_p50": round(plain["model_p50_ms"] / fast["model_p50_ms"], 3),
         },
     }
 
