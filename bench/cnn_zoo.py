@@ -111,10 +111,18 @@ def yolov4_reduced() -> nn.Module:
     return build(width=0.375)
 
 
+def yolov4_tiny() -> nn.Module:
+    """Darknet's yolov4-tiny (6.1M parameters, two heads): the detector CPU users deploy."""
+    from models.yolov4.network import build
+
+    return build(arch="yolov4-tiny")
+
+
 MODELS = {
     "mobilenet_v2": (mobilenet_v2, [1, 3, 224, 224]),
     "resnet50": (lambda: resnet((3, 4, 6, 3)), [1, 3, 224, 224]),
     "resnet152": (lambda: resnet((3, 8, 36, 3)), [1, 3, 224, 224]),
     "unet": (UNet, [1, 3, 256, 256]),
     "yolov4_reduced": (yolov4_reduced, [1, 3, 416, 416]),
+    "yolov4_tiny": (yolov4_tiny, [1, 3, 416, 416]),
 }

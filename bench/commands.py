@@ -72,7 +72,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     pe.add_argument("--loadgen-cpus", default="1")
     pe.set_defaults(fn=cmd_bench)
     bc = bench.add_parser("compile", help="eager, TorchScript, ONNX Runtime, TVM, OpenVINO on standard CNNs")
-    bc.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet50", "resnet152", "unet"])
+    bc.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet50", "resnet152", "unet", "yolov4_tiny"])
     bc.add_argument("--target", default="this_machine")
     bc.add_argument("--runs", type=int, default=5)
     bc.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials for the TVM-tuned column")

@@ -24,6 +24,11 @@ def _invoke(url: str, model: str) -> requests.Response:
     return requests.post(url + "/invocations", data=BODIES.get(model, "[1.0]"), headers=headers, timeout=30)
 
 
+def _all_answer(stack) -> None:
+    for model in MODELS:
+        assert _invoke(stack.url, model).status_code == 200, model
+
+
 def _pids(stack) -> dict[str, list[int]]:
     return {name: [i["pid"] for i in m["instances"]] for name, m in stack.routes()["models"].items()}
 
@@ -50,8 +55,7 @@ def test_models_share_one_process_per_instance_only_under_framework(model_dir, t
         ids = {i["id"] for m in stack.routes()["models"].values() for i in m["instances"]}
         per_model = {f"{m}-{i}" for m in MODELS for i in (0, 1)}
         assert ids == ({"tensorflow-0", "tensorflow-1"} if sharing == "framework" else per_model)
-        for model in MODELS:
-            assert _invoke(stack.url, model).status_code == 200
+        _all_answer(stack)
     finally:
         assert stack.stop() == 0
 
@@ -72,8 +76,7 @@ def test_a_killed_shared_process_comes_back_with_all_its_models(model_dir, tmp_p
             time.sleep(0.2)
         pids = _pids(stack)
         assert len({p for ps in pids.values() for p in ps} | {victim}) == 2, pids  # one new process for all three
-        for model in MODELS:
-            assert _invoke(stack.url, model).status_code == 200
+        _all_answer(stack)
     finally:
         assert stack.stop() == 0
 

@@ -219,6 +219,8 @@ class Darknet(nn.Module):
             [int(v) if int(v) >= 0 else i + int(v) for v in b["layers"].split(",")] if b["type"] == "route" else []
             for i, b in enumerate(self.blocks)
         ]
+        # A route with groups=G, group_id=K passes on the K-th of G channel slices (yolov4-tiny's CSP splits).
+        self.route_groups = [(int(b.get("groups", 1)), int(b.get("group_id", 0))) for b in self.blocks]
         self.shortcuts = [i + int(b["from"]) if b["type"] == "shortcut" else -1 for i, b in enumerate(self.blocks)]
         self.kinds = [b["type"] for b in self.blocks]
 
@@ -229,6 +231,9 @@ class Darknet(nn.Module):
             kind = self.kinds[i]
             if kind == "route":
                 x = torch.cat([outputs[j] for j in self.routes[i]], 1)
+                groups, group_id = self.route_groups[i]
+                if groups > 1:
+                    x = x.chunk(groups, 1)[group_id]
             elif kind == "shortcut":
                 x = x + outputs[self.shortcuts[i]]
             elif kind == "yolo":
@@ -272,11 +277,37 @@ class Darknet(nn.Module):
         return blocks
 
 
-def build(classes: int = 80, width: float = 1.0, size: int = 416, seed: int = 0) -> Darknet:
-    """YOLOv4 with fixed-seed random weights (no pretrained weights can be downloaded here)."""
+def yolov4_tiny_cfg(classes: int = 80, size: int = 416) -> str:
+    """Darknet's yolov4-tiny.cfg: 21 convolutions, CSP splits by grouped routes, heads at strides 32 and 16."""
+
+    def conv(filters: int, size_: int = 3, stride: int = 1) -> str:
+        shape = f"filters={filters}\nsize={size_}\nstride={stride}\npad=1"
+        return f"[convolutional]\nbatch_normalize=1\n{shape}\nactivation=leaky\n"
+
+    def csp(filters: int) -> list[str]:
+        half = filters // 2
+        return [conv(filters), "[route]\nlayers=-1\ngroups=2\ngroup_id=1\n", conv(half), conv(half),
+                "[route]\nlayers=-1,-2\n", conv(filters, 1), "[route]\nlayers=-6,-1\n",
+                "[maxpool]\nsize=2\nstride=2\n"]  # fmt: skip
+
+    head = f"[convolutional]\nsize=1\nstride=1\npad=1\nfilters={3 * (5 + classes)}\nactivation=linear\n"
+    anchors = "10,14, 23,27, 37,58, 81,82, 135,169, 344,319"
+    yolo = f"[yolo]\nmask={{}}\nanchors={anchors}\nclasses={classes}\nnum=6\nscale_x_y=1.05\n"
+    blocks = [f"[net]\nwidth={size}\nheight={size}\nchannels=3\n", conv(32, stride=2), conv(64, stride=2)]
+    blocks += [*csp(64), *csp(128), *csp(256), conv(512), conv(256, 1), conv(512), head, yolo.format("3,4,5")]
+    blocks += ["[route]\nlayers=-4\n", conv(128, 1), "[upsample]\nstride=2\n", "[route]\nlayers=-1,23\n", conv(256)]
+    blocks += [head, yolo.format("1,2,3")]
+    return "\n".join(blocks)
+
+
+ARCHS = {"yolov4": yolov4_cfg, "yolov4-tiny": yolov4_tiny_cfg}
+
+
+def build(classes: int = 80, width: float = 1.0, size: int = 416, seed: int = 0, arch: str = "yolov4") -> Darknet:
+    """YOLOv4 (or yolov4-tiny, whose widths are fixed) with fixed-seed random weights (none can be downloaded)."""
     torch.manual_seed(seed)
-    model = Darknet(yolov4_cfg(classes, width, size))
-    return model.eval()
+    cfg = yolov4_cfg(classes, width, size) if arch == "yolov4" else ARCHS[arch](classes, size)
+    return Darknet(cfg).eval()
 
 
 class Candidates(nn.Module):

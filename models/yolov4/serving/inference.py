@@ -20,6 +20,7 @@ from yolov4.boxes import detections, letterbox
 from yolov4.coco import CLASSES
 
 CONFIG = json.loads(Path(__file__).with_name("config.json").read_text())
+NAMES = tuple(CONFIG.get("names") or CLASSES)  # `sagestack build yolov4 --names`, or COCO's 80
 IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
 DEFAULTS = {"conf_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100}
 MAX_BOXES = 10647  # what YOLOv4-416's three heads propose
@@ -65,5 +66,5 @@ def output_handler(response, context):
     """The graph's rows (x1, y1, x2, y2, score, class per box) -> thresholded, class-wise NMS, original pixels."""
     frame, thresholds = context.yolo
     out = response.outputs["output0"][0]
-    found = detections(out[:, :4], out[:, 4], out[:, 5].astype(np.int64), frame, CLASSES, **thresholds)
+    found = detections(out[:, :4], out[:, 4], out[:, 5].astype(np.int64), frame, NAMES, **thresholds)
     return json_response(found)
