@@ -3,7 +3,8 @@
 A backend module (registered by one line in server.runtimes.RUNTIMES, with `compiler=` naming it) has:
 - `CAPABILITIES`: a `Capabilities`;
 - `build(job: BuildJob) -> Built`: the artifact for the job's target, written under `job.out_dir`;
-- `Runner(artifact: Path, threads: int = 0)`: called with the input array, returns the outputs in order.
+- `Runner(artifact: Path, threads: int = 0, precision: str = "fp32")`: called with the input array, returns the
+  outputs in order (`precision` is one of CAPABILITIES.precisions, as metadata.json records it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Capabilities:
     threads: bool  # Runner honours `threads` (SAGEMAKER_TFS_INTRA_OP_PARALLELISM)
     devices: tuple[str, ...]  # targets' devices it builds for
     target_specific: bool  # code generated for the target's CPU, so it runs here only if this CPU can
+    precisions: tuple[str, ...] = ("fp32",)  # what `sagestack compile --precision` may ask of it
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class BuildJob:
     onnx_path: Path  # the dynamic-batch ONNX export every backend may start from
     tuning: Tuning = Tuning()
     tuning_key: str = "model"
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)

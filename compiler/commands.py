@@ -15,7 +15,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         shape = json.loads(args.input_shape)
         backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
         tuning = Tuning(args.tune_trials, args.trials_per_task, root=settings_or_exit().tuning_dir)
-        compile_model(args.model_tar, args.framework, shape, args.target, args.out, args.runs, backends, tuning)
+        compile_model(args.model_tar, args.framework, shape, args.target, args.out, args.runs, backends, tuning,
+                      precision=args.precision)  # fmt: skip
     except (ValueError, RuntimeError) as exc:
         raise SystemExit(f"sagestack compile: {exc}") from None
     return 0
@@ -32,4 +33,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--backends", default="tvm,onnxruntime,openvino", help="candidates; the fastest passing wins")
     c.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials to add to the target's database")
     c.add_argument("--trials-per-task", type=int, default=64, help="MetaSchedule trials per task (this run)")
+    c.add_argument("--precision", default="fp32", help="fp32 (default), bf16 (OpenVINO, where the CPU has it)")
     c.set_defaults(fn=cmd_compile)

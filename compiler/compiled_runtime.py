@@ -23,7 +23,7 @@ class CompiledServable:
         meta = read_metadata(path)
         backend = backend_module(meta["runtime"])
         threads = threads if backend.CAPABILITIES.threads else 0  # 0: the backend's own choice
-        self.runner = backend.Runner(path / "compiled" / meta["artifact"], threads)
+        self.runner = backend.Runner(path / "compiled" / meta["artifact"], threads, meta.get("precision", "fp32"))
         self.input_name = next(iter(meta["inputs"]))
         self.output_names = meta.get("outputs", ["output0"])
         dynamic = backend.CAPABILITIES.dynamic_batch

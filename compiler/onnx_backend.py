@@ -47,10 +47,10 @@ def session(path: Path, threads: int = 0):
 
 
 class Runner:
-    """The compiler backends' common interface: Runner(artifact, threads)(x) -> outputs in order."""
+    """The compiler backends' common interface: Runner(artifact, threads, precision)(x) -> outputs in order."""
 
-    def __init__(self, path: Path, threads: int = 0) -> None:
-        self.session = session(path, threads)
+    def __init__(self, path: Path, threads: int = 0, precision: str = "fp32") -> None:
+        self.session = session(path, threads)  # fp32 only (CAPABILITIES.precisions)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:

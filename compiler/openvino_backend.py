@@ -15,11 +15,22 @@ import numpy as np
 from compiler.backend import BuildJob, Built, Capabilities
 
 # The IR is converted with the export's dynamic batch axis, but served at the compiled shape like TVM's.
-CAPABILITIES = Capabilities(dynamic_batch=False, threads=True, devices=("cpu",), target_specific=False)
+CAPABILITIES = Capabilities(
+    dynamic_batch=False, threads=True, devices=("cpu",), target_specific=False, precisions=("fp32", "bf16")
+)
+HINTS = {"fp32": "f32", "bf16": "bf16"}  # INFERENCE_PRECISION_HINT per precision
 
 
 def build(job: BuildJob) -> Built:
-    return Built(convert(job.onnx_path, job.out_dir / "model.xml"))
+    """The IR; a precision other than fp32 is the CPU plugin's inference precision, applied when it loads."""
+    return Built(convert(job.onnx_path, job.out_dir / "model.xml"), {"precision": job.precision})
+
+
+def supports(precision: str) -> bool:
+    """Whether this machine's CPU plugin runs `precision` natively (BF16: AVX512-BF16 or AMX)."""
+    import openvino as ov
+
+    return precision == "fp32" or precision.upper() in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def convert(onnx_path: Path, out: Path) -> Path:
@@ -34,10 +45,10 @@ class Runner:
     """One compiled model and its infer request; calls from the runtime's gRPC threads take turns (an infer
     request runs one inference at a time: a second caller got "Infer Request is busy")."""
 
-    def __init__(self, model_xml: Path, threads: int = 0) -> None:
+    def __init__(self, model_xml: Path, threads: int = 0, precision: str = "fp32") -> None:
         import openvino as ov
 
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": HINTS[precision]}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = ov.Core().compile_model(str(model_xml), "CPU", config)

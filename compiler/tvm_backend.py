@@ -150,8 +150,8 @@ def build_library(mod, tgt: Target, out: Path, database: Path | None = None) -> 
 class Runner:
     """A compiled model.so loaded into Relax's VM: numpy in, numpy out."""
 
-    def __init__(self, library: Path, threads: int = 0) -> None:
-        import tvm
+    def __init__(self, library: Path, threads: int = 0, precision: str = "fp32") -> None:
+        import tvm  # fp32 only (CAPABILITIES.precisions)
         from tvm import relax
 
         if threads:

@@ -3,7 +3,9 @@
 A model's `code/inference.py` defines either `handler(data, context)` or `input_handler(data,
 context)` and/or `output_handler(response, context)`; each returns `(body, content_type)`
 (input_handler returns the request for the model). `code/lib/` is put on sys.path and
-`code/requirements.txt` is installed by the supervisor before workers start.
+`code/requirements.txt` is installed by the supervisor before workers start. Each model's handler keeps the
+modules it imported from its own code/ (imported when the handler loads), so two models may carry different
+versions of one library name.
 
 Beyond SageMaker's contract (which sends input_handler's JSON to TF Serving's REST API), an
 input_handler may return `{"inputs": {name: ndarray}}` to go to the runtime as binary tensors,
@@ -94,13 +96,27 @@ def load(model_name: str, code_dir: Path | None) -> ModelHandlers | None:
     assert spec is not None and spec.loader is not None
     module: ModuleType = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        _forget_code_modules(code_dir)
     return ModelHandlers(
         path,
         getattr(module, "handler", None),
         getattr(module, "input_handler", None),
         getattr(module, "output_handler", None),
     )
+
+
+def _forget_code_modules(code_dir: Path) -> None:
+    """Take the modules a handler imported from its own code/ (code/lib/handler_kit.py, code/lib/<family>/...)
+    out of sys.modules once it is loaded: its functions keep them, and the next model's `import handler_kit`
+    gets that model's copy, not the first one loaded (models built by different versions carry different kits)."""
+    root = code_dir.resolve()
+    for name, mod in list(sys.modules.items()):
+        origin = getattr(mod, "__file__", None)
+        if origin and not name.startswith("sagestack_handlers.") and Path(origin).resolve().is_relative_to(root):
+            del sys.modules[name]
 
 
 def as_stream(body: bytes) -> io.BytesIO:

@@ -59,6 +59,28 @@ def test_compiled_artifact_and_metadata(models):
     assert (root / "yolov4_compiled" / "code" / "inference.py").exists()  # the handlers come along
 
 
+def test_precision_is_a_compile_option_openvino_runs_in_bf16_where_the_cpu_has_it(models, tmp_path):
+    from compiler import openvino_backend
+    from compiler.job import precision_plan
+
+    with pytest.raises(ValueError, match="none of onnxruntime builds bf16"):
+        precision_plan(("onnxruntime",), "bf16")
+    with pytest.raises(ValueError, match=r"int8 .* is not built yet"):
+        precision_plan(("openvino",), "int8")
+    with pytest.raises(ValueError, match="choose from fp32, bf16, int8"):
+        precision_plan(("openvino",), "fp16")
+    root, _ = models
+    meta = compile_model(root / "yolov4" / "1" / "model.tar.gz", "pytorch", {"input0": [1, 3, SIZE, SIZE]},
+                         "this_machine", tmp_path / "bf16", runs=2, backends=("openvino", "onnxruntime"),
+                         precision="bf16")  # fmt: skip
+    native = openvino_backend.supports("bf16")
+    assert [c["backend"] for c in meta["candidates"]] == ["openvino"]  # onnxruntime builds fp32 only
+    assert meta["precision"] == ("bf16" if native else "fp32") and meta["parity"]["max_rel"] < 0.5
+    runner = openvino_backend.Runner(tmp_path / "bf16" / "1" / "compiled" / meta["artifact"], 0, meta["precision"])
+    hint = str(runner.compiled.get_property("INFERENCE_PRECISION_HINT"))
+    assert ("bfloat16" if native else "f32") in hint
+
+
 def test_the_winner_reproduces_the_uncompiled_model_on_a_new_input(models):
     """Not the job's own parity numbers: the artifact, reloaded by its backend, against TorchScript."""
     root, meta = models
