@@ -109,16 +109,49 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Progress() as progress:
             times, model_times, errors = measure(session, url, body, direct, args, progress)
+        agreement = (
+            detection_agreement(session, url, args.model) if body.headers["Content-Type"] == "image/jpeg" else None
+        )
     finally:
         if stack is not None:
             stack.stop()
-    report = summarize(times, model_times, errors, args)
+    report = summarize(times, model_times, errors, args) | {"agreement": agreement}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     plot(report, times, args.out.with_suffix(".png"))
     print(json.dumps({"speedup": report["speedup"]} | {n: v["mean_ms"] for n, v in report["variants"].items()}))
+    if agreement:
+        print(json.dumps({"agreement_f1": agreement["f1"], "passes": agreement["passes"]}))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
+
+
+AGREEMENT_IMAGES = ("china.jpg", "flower.jpg")  # the photos scikit-learn ships: the fixed image set
+AGREEMENT_BAR = 0.9  # mean F1 (IoU 0.5) a reduced-precision compiled variant needs to replace FP32 in `make models`
+
+
+def detection_agreement(session: requests.Session, url: str, model: str) -> dict[str, Any]:
+    """The compiled variant's served detections against the uncompiled (FP32 TorchScript) ones on the fixed
+    image set: IoU-matched precision, recall and F1 per image (models.yolov4.boxes.agreement) and their means."""
+    import importlib.util
+
+    from models.yolov4.boxes import agreement
+
+    images = Path(importlib.util.find_spec("sklearn").origin).parent / "datasets" / "images"
+    per_image = {}
+    for name in AGREEMENT_IMAGES:
+        found = {}
+        for variant, flag in VARIANTS.items():
+            headers = {"Content-Type": "image/jpeg",
+                       "X-Amzn-SageMaker-Custom-Attributes": f"tfs-model-name={model},compiled={flag}"}  # fmt: skip
+            r = session.post(url + "/invocations", data=(images / name).read_bytes(), headers=headers, timeout=300)
+            r.raise_for_status()
+            found[variant] = r.json()
+        per_image[name] = agreement(found["uncompiled"], found["compiled"], iou_threshold=0.5)
+        per_image[name]["detections"] = [len(found["uncompiled"]), len(found["compiled"])]
+    means = {k: round(statistics.fmean(v[k] for v in per_image.values()), 4) for k in ("precision", "recall", "f1")}
+    return {"iou_threshold": 0.5, "bar_f1": AGREEMENT_BAR, "passes": means["f1"] >= AGREEMENT_BAR, **means,
+            "images": per_image}  # fmt: skip
 
 
 def measure(session: requests.Session, url: str, body: Payload, direct: dict[str, Direct], args: argparse.Namespace,
