@@ -51,6 +51,12 @@ def yolov4() -> Payload:
     return Payload(photo.read_bytes(), {"Content-Type": "image/jpeg", **_attrs("yolov4")}, "JPEG 640x427 photo")
 
 
+def yolov4_tiny() -> Payload:
+    """The yolov4 photo, for the yolov4-tiny build (`sagestack build yolov4 --arch yolov4-tiny`)."""
+    photo = yolov4()
+    return Payload(photo.body, {**photo.headers, **_attrs("yolov4_tiny")}, photo.description)
+
+
 def music_transformer() -> Payload:
     from models.music_transformer.melodies import melody
     from models.music_transformer.tokens import write_midi
@@ -77,6 +83,7 @@ PAYLOADS = {
     "credit_risk": credit_risk,
     "anomaly": anomaly,
     "yolov4": yolov4,
+    "yolov4_tiny": yolov4_tiny,
     "music_transformer": music_transformer,
 }
 

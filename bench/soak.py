@@ -33,8 +33,8 @@ from bench.stack import start_stack
 WINDOW_S = 60.0
 
 
-def request_mix() -> list[tuple[str, bytes, dict[str, str]]]:
-    """(name, body, headers) for every kind of request the soak sends, good and bad."""
+def request_mix(model_dir: Path) -> list[tuple[str, bytes, dict[str, str]]]:
+    """(name, body, headers) for every kind of request the soak sends, good and bad (to the models there)."""
     from PIL import Image
 
     def attrs(model: str, extra: str = "") -> dict[str, str]:
@@ -44,7 +44,8 @@ def request_mix() -> list[tuple[str, bytes, dict[str, str]]]:
     ramp = np.linspace(0, 200, 4000, dtype=np.float32)[None, :, None] + np.zeros((3000, 1, 3), np.float32)
     noisy = ramp + np.random.default_rng(0).normal(0, 8, ramp.shape)
     Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(big, format="JPEG", quality=80)  # 12 Mpx, < 6 MB
-    mix = [(name, p.body, p.headers) for name, p in ((n, payloads.payload(n)) for n in payloads.PAYLOADS)]
+    served = [n for n in payloads.PAYLOADS if (model_dir / n).is_dir()]
+    mix = [(name, p.body, p.headers) for name, p in ((n, payloads.payload(n)) for n in served)]
     music = payloads.payload("music_transformer")
     mix[[m[0] for m in mix].index("music_transformer")] = (
         "music_transformer", music.body,
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     seconds = args.minutes * 60
     warmup = max(seconds / 5, WINDOW_S)
-    mix = request_mix()
+    mix = request_mix(args.model_dir)
     stack = start_stack(args.model_dir, Path(tempfile.mkdtemp(prefix="sagestack-soak-")),
                         SAGESTACK_ACCESS_LOG="off")  # fmt: skip
     root = psutil.Process(stack.proc.pid)
