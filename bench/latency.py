@@ -56,11 +56,12 @@ class Direct:
 
     def __init__(self, model_dir: Path, threads: int) -> None:
         from server.modeldir import model_spec, version_dirs
+        from server.runtimes import RUNTIMES
         from server.runtimes.model_server import backend_factory
         from server.runtimes.servable import DEFAULT_SIGNATURE, RuntimeOptions
 
         spec = model_spec(model_dir.name, model_dir)
-        if spec.kind in ("torchscript", "music_transformer"):  # the runtime's OMP_NUM_THREADS (1 by default)
+        if "torch" in RUNTIMES[spec.kind].packages:  # the runtime's OMP_NUM_THREADS (1 by default)
             import torch
 
             torch.set_num_threads(threads or 1)
@@ -100,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
         stack = start_stack(work / "model", work / "run", SAGEMAKER_TFS_DEFAULT_MODEL_NAME=args.model,
                             **thread_env(args.threads))  # fmt: skip
         url = stack.url
+    # before the client is pinned: native thread pools size themselves to the CPUs they see
     direct = {name: Direct(args.model_dir / model, args.threads)
               for name, model in (("uncompiled", args.model), ("compiled", f"{args.model}_compiled"))}  # fmt: skip
-    # before the client is pinned: native thread pools size themselves to the CPUs they see
     if args.loadgen_cpus:
         os.sched_setaffinity(0, {int(c) for c in args.loadgen_cpus.split(",")})
     session = requests.Session()
@@ -126,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def variant_headers(headers: dict[str, str], model: str, variant: str) -> dict[str, str]:
+    """`headers` with the custom attributes that pick one variant of the model."""
+    attrs = f"tfs-model-name={model},compiled={VARIANTS[variant]}"
+    return {**headers, "X-Amzn-SageMaker-Custom-Attributes": attrs}
+
+
 AGREEMENT_IMAGES = ("china.jpg", "flower.jpg")  # the photos scikit-learn ships: the fixed image set
 AGREEMENT_BAR = 0.9  # mean F1 (IoU 0.5) a reduced-precision compiled variant needs to replace FP32 in `make models`
 
@@ -141,9 +148,8 @@ def detection_agreement(session: requests.Session, url: str, model: str) -> dict
     per_image = {}
     for name in AGREEMENT_IMAGES:
         found = {}
-        for variant, flag in VARIANTS.items():
-            headers = {"Content-Type": "image/jpeg",
-                       "X-Amzn-SageMaker-Custom-Attributes": f"tfs-model-name={model},compiled={flag}"}  # fmt: skip
+        for variant in VARIANTS:
+            headers = variant_headers({"Content-Type": "image/jpeg"}, model, variant)
             r = session.post(url + "/invocations", data=(images / name).read_bytes(), headers=headers, timeout=300)
             r.raise_for_status()
             found[variant] = r.json()
@@ -162,9 +168,8 @@ def measure(session: requests.Session, url: str, body: Payload, direct: dict[str
     errors = dict.fromkeys(VARIANTS, 0)
     task = progress.add_task("bench latency", total=args.warmup + args.iters)
     for i in range(args.warmup + args.iters):
-        for name, flag in VARIANTS.items():
-            headers = dict(body.headers)
-            headers["X-Amzn-SageMaker-Custom-Attributes"] = f"tfs-model-name={args.model},compiled={flag}"
+        for name in VARIANTS:
+            headers = variant_headers(body.headers, args.model, name)
             started = time.perf_counter()
             r = session.post(url + "/invocations", data=body.body, headers=headers, timeout=300)
             took = (time.perf_counter() - started) * 1e3

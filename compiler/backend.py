@@ -4,7 +4,9 @@ A backend module (registered by one line in server.runtimes.RUNTIMES, with `comp
 - `CAPABILITIES`: a `Capabilities`;
 - `build(job: BuildJob) -> Built`: the artifact for the job's target, written under `job.out_dir`;
 - `Runner(artifact: Path, threads: int = 0, precision: str = "fp32")`: called with the input array, returns the
-  outputs in order (`precision` is one of CAPABILITIES.precisions, as metadata.json records it).
+  outputs in order (`precision` is one of CAPABILITIES.precisions, as metadata.json records it);
+- `supports(precision) -> bool`, only where CAPABILITIES.precisions goes beyond fp32: whether this machine runs
+  that precision natively (`sagestack compile` builds fp32 instead where it does not).
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def precision_plan(backends: tuple[str, ...], precision: str) -> tuple[tuple[str
         log(f"{skipped}: builds fp32 only, skipped for --precision {precision}")
     plan = {}
     for b in able:
-        native = getattr(backend_module(b), "supports", lambda p: p == "fp32")(precision)
+        native = precision == "fp32" or backend_module(b).supports(precision)
         plan[b] = precision if native else "fp32"
         if not native:
             log(f"{b}: this CPU has no native {precision}; building fp32 instead")

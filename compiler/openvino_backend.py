@@ -23,7 +23,7 @@ HINTS = {"fp32": "f32", "bf16": "bf16"}  # INFERENCE_PRECISION_HINT per precisio
 
 def build(job: BuildJob) -> Built:
     """The IR; a precision other than fp32 is the CPU plugin's inference precision, applied when it loads."""
-    return Built(convert(job.onnx_path, job.out_dir / "model.xml"), {"precision": job.precision})
+    return Built(convert(job.onnx_path, job.out_dir / "model.xml"))
 
 
 def supports(precision: str) -> bool:

@@ -96,10 +96,11 @@ def load(model_name: str, code_dir: Path | None) -> ModelHandlers | None:
     assert spec is not None and spec.loader is not None
     module: ModuleType = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    before = set(sys.modules)
     try:
         spec.loader.exec_module(module)
     finally:
-        _forget_code_modules(code_dir)
+        _forget_code_modules(code_dir, set(sys.modules) - before)
     return ModelHandlers(
         path,
         getattr(module, "handler", None),
@@ -108,14 +109,14 @@ def load(model_name: str, code_dir: Path | None) -> ModelHandlers | None:
     )
 
 
-def _forget_code_modules(code_dir: Path) -> None:
-    """Take the modules a handler imported from its own code/ (code/lib/handler_kit.py, code/lib/<family>/...)
-    out of sys.modules once it is loaded: its functions keep them, and the next model's `import handler_kit`
-    gets that model's copy, not the first one loaded (models built by different versions carry different kits)."""
+def _forget_code_modules(code_dir: Path, imported: set[str]) -> None:
+    """Take the modules a handler's load imported from its own code/ (code/lib/handler_kit.py, code/lib/<family>/...)
+    out of sys.modules: its functions keep them, and the next model's `import handler_kit` gets that model's copy,
+    not the first one loaded (models built by different versions carry different kits)."""
     root = code_dir.resolve()
-    for name, mod in list(sys.modules.items()):
-        origin = getattr(mod, "__file__", None)
-        if origin and not name.startswith("sagestack_handlers.") and Path(origin).resolve().is_relative_to(root):
+    for name in imported:
+        origin = getattr(sys.modules[name], "__file__", None)
+        if origin and Path(origin).resolve().is_relative_to(root):
             del sys.modules[name]
 
 
