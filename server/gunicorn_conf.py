@@ -17,10 +17,57 @@ def json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
+def one_write_response_class() -> type:
+    """gunicorn's Response, sending the header in the same `sendall` as the first body bytes.
+
+    gunicorn writes the header, then the body, in two sends. A worker killed between them leaves
+    nginx holding a header it has already passed on, so it cannot try the request on another worker
+    and the client gets a cut-off response. Held back until the body comes, the header and a
+    whole-body response (every Falcon reply) reach nginx together or not at all."""
+    from gunicorn.http import wsgi
+
+    class OneWriteResponse(wsgi.Response):
+        _held = b""
+
+        def send_headers(self) -> None:
+            if self.headers_sent:
+                return
+            lines = self.default_headers() + [f"{k}: {v}\r\n" for k, v in self.headers]
+            self._held = ("".join(lines) + "\r\n").encode("latin-1")
+            self.headers_sent = True
+
+        def _flush_held(self) -> None:
+            held, self._held = self._held, b""
+            if held:
+                self.sock.sendall(held)
+
+        def _emit_body(self, data: bytes) -> None:
+            if self._held and not self.chunked:
+                held, self._held = self._held, b""
+                self.sock.sendall(held + data)
+                return
+            self._flush_held()
+            super()._emit_body(data)
+
+        def sendfile(self, respiter) -> bool:
+            self.send_headers()
+            self._flush_held()  # the file goes out by sendfile(2), after the header
+            return super().sendfile(respiter)
+
+        def close(self) -> None:
+            self.send_headers()
+            self._flush_held()
+            super().close()
+
+    return OneWriteResponse
+
+
 def post_fork(server, worker) -> None:
     from gunicorn import util
+    from gunicorn.http import wsgi
 
     util.write_error = json_error  # the workers look it up on every error
+    wsgi.Response = one_write_response_class()  # wsgi.create looks it up on every request
     # grpcio inside gevent workers must cooperate with the gevent hub, or a call blocks the worker.
     if worker.__class__.__name__.startswith("Gevent"):
         from grpc.experimental import gevent as grpc_gevent

@@ -98,10 +98,15 @@ def test_requests_get_a_503_naming_the_model_when_the_restart_outlasts_the_wait(
         assert stack.stop() == 0
 
 
-def test_a_gunicorn_worker_killed_under_load_loses_no_request(model_dir, tmp_path):
-    """nginx sends a request whose worker died once more to the socket; gunicorn starts a new worker."""
+@pytest.mark.parametrize("worker_class", ["gevent", "gevent_h1c"])
+def test_a_gunicorn_worker_killed_under_load_loses_no_request(model_dir, tmp_path, worker_class):
+    """nginx sends a request whose worker died once more to the socket; gunicorn starts a new worker.
+    Both worker classes send a response's header and body in one write, so no client is left holding
+    a header whose body never comes (tests/test_gunicorn_conf.py)."""
     psutil = pytest.importorskip("psutil")
-    stack = start_stack(model_dir, tmp_path, SAGEMAKER_GUNICORN_WORKERS="2")
+    stack = start_stack(
+        model_dir, tmp_path, SAGEMAKER_GUNICORN_WORKERS="2", SAGEMAKER_GUNICORN_WORKER_CLASS=worker_class
+    )
     try:
         master = next(p for p in psutil.Process(stack.proc.pid).children() if p.cmdline()[1:3] == ["-m", "gunicorn"])
         workers = master.children()
