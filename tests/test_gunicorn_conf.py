@@ -57,7 +57,7 @@ def test_a_response_without_body_bytes_still_sends_its_header(chunks):
 
 
 def test_a_streamed_response_keeps_its_chunk_framing():
-    sends, received = _respond([("Content-Type", "text/plain")], [b"one", b"two"])
+    _, received = _respond([("Content-Type", "text/plain")], [b"one", b"two"])
     head, body = received.split(b"\r\n\r\n", 1)
     assert b"Transfer-Encoding: chunked" in head
     assert body == b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n"
