@@ -130,3 +130,16 @@ def test_bad_bodies(credit_stack, body, ctype, status, needle):
     r = _post(credit_stack, body, ctype)
     assert r.status_code == status, r.text
     assert needle in r.json()["error"]
+
+
+def test_the_gateway_scores_records_without_pandas(credit_stack, applications):
+    """The exported prep runs in numpy alone: after scoring, no gunicorn worker has pandas' libraries mapped."""
+    psutil = pytest.importorskip("psutil")
+    for body in (applications.to_csv(index=False), json.dumps(applications.to_dict(orient="records"))):
+        for _ in range(4):  # both workers, most likely
+            assert _post(credit_stack, body, "text/csv" if body[0] != "[" else "application/json").status_code == 200
+    master = next(p for p in psutil.Process(credit_stack.proc.pid).children() if p.cmdline()[1:3] == ["-m", "gunicorn"])
+    for worker in master.children():
+        mapped = {m.path for m in worker.memory_maps()}
+        assert not [p for p in mapped if "/pandas/" in p], worker.pid
+        assert [p for p in mapped if "/numpy/" in p], worker.pid  # the check does see a worker's libraries

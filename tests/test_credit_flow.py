@@ -13,9 +13,9 @@ from models.credit_risk.flow import DEFAULT_FLOW, Flow, fit_step
 from models.credit_risk.flow_ops import FlowError
 
 
-def run_step(frame: pd.DataFrame, **step) -> pd.DataFrame:
+def run_step(frame: pd.DataFrame, **step) -> flow_ops.Table:
     step = {"index": 1, **step}
-    return flow_ops.TRANSFORMS[step["type"]](frame, step, fit_step(frame, step))
+    return flow_ops.TRANSFORMS[step["type"]](flow_ops.Table.of(frame), step, fit_step(frame, step))
 
 
 def test_raw_data_and_readable_table():
@@ -56,11 +56,11 @@ def test_one_hot_keeps_position_and_rejects_unknown():
     frame = pd.DataFrame({"a": [1, 2, 3], "housing": ["own", "rent", "own"], "z": [0, 0, 0]})
     step = {"index": 4, "type": "one_hot", "columns": ["housing"]}
     state = fit_step(frame, step)
-    out = flow_ops.one_hot(frame, step, state)
+    out = flow_ops.one_hot(flow_ops.Table.of(frame), step, state)
     assert list(out.columns) == ["a", "housing_own", "housing_rent", "z"]
     assert out["housing_own"].tolist() == [1.0, 0.0, 1.0]
     with pytest.raises(FlowError, match="step 4 \\(one_hot\\): row 2, column 'housing': unknown category 'castle'"):
-        flow_ops.one_hot(pd.DataFrame({"a": [1, 2], "housing": ["own", "castle"], "z": [0, 0]}), step, state)
+        flow_ops.one_hot(flow_ops.Table.of({"a": [1, 2], "housing": ["own", "castle"], "z": [0, 0]}), step, state)
 
 
 @pytest.mark.parametrize(
@@ -117,8 +117,8 @@ def test_exported_prep_reproduces_the_flow_exactly(tmp_path):
     spec = importlib.util.spec_from_file_location("exported_prep", path)
     prep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(prep)
-    pd.testing.assert_frame_equal(prep.prepare(frame), fitted.output)
+    pd.testing.assert_frame_equal(pd.DataFrame(prep.prepare(frame).data), fitted.output)
     serving = prep.prepare(frame.drop(columns=["risk"]), serving=True)
-    pd.testing.assert_frame_equal(serving, fitted.output.drop(columns=["target"]))
+    pd.testing.assert_frame_equal(pd.DataFrame(serving.data), fitted.output.drop(columns=["target"]))
     with pytest.raises(prep.FlowError, match="missing column\\(s\\) 'housing'"):
         prep.prepare(frame.drop(columns=["risk", "housing"]), serving=True)

@@ -62,11 +62,12 @@ class Flow:
     def fit(self, frame: pd.DataFrame, upto: int | None = None) -> FittedFlow:
         """Fit steps 1..upto on `frame` (each on the output of the ones before)."""
         fitted = []
+        table = flow_ops.Table.of(frame)
         for step in self.steps[:upto]:
-            state = fit_step(frame, step)
+            state = fit_step(table, step)
             fitted.append({"step": step, "state": state})
-            frame = flow_ops.TRANSFORMS[step["type"]](frame, step, state)
-        return FittedFlow(self, fitted, frame)
+            table = flow_ops.TRANSFORMS[step["type"]](table, step, state)
+        return FittedFlow(self, fitted, pd.DataFrame(table.data))
 
     def source_frame(self) -> pd.DataFrame:
         if self.source != "german_credit":
@@ -83,7 +84,7 @@ class FittedFlow:
     output: pd.DataFrame  # the fitting data after every fitted step
 
     def transform(self, frame: pd.DataFrame, serving: bool = False) -> pd.DataFrame:
-        return flow_ops.apply_steps(frame, self.fitted, serving=serving)
+        return pd.DataFrame(flow_ops.apply_steps(frame, self.fitted, serving=serving).data)
 
     def input_columns(self) -> list[str]:
         """The raw columns serving needs: everything the flow reads except the label."""
@@ -101,7 +102,7 @@ class FittedFlow:
         """A standalone prep.py: the transforms' source, the fitted state and a command line."""
         source = Path(flow_ops.__file__).read_text()
         header = f'"""Standalone prep for flow {self.flow.name!r}, exported by `sagestack flow export`.\n\n'
-        header += "Run: python prep.py raw.csv out.csv  (or import it and call prepare(frame)).\n"
+        header += "Run: python prep.py raw.csv out.csv  (or import it and call prepare(columns)).\n"
         header += '"""\n'
         body = source.split('"""', 2)[2]  # drop flow_ops' own docstring
         path.write_text(
@@ -119,42 +120,58 @@ STATE = _json.loads({state})
 INPUT_COLUMNS = {columns}
 
 
-def prepare(frame: pd.DataFrame, serving: bool = False) -> pd.DataFrame:
-    """The fitted flow on raw rows; with serving=True the label steps are skipped."""
+def prepare(data, serving: bool = False) -> Table:
+    """The fitted flow on raw rows (a Table, a DataFrame or a mapping of column -> values); with serving=True
+    the label steps are skipped."""
+    table = Table.of(data)
     if serving:
-        missing = [c for c in INPUT_COLUMNS if c not in frame.columns]
+        missing = [c for c in INPUT_COLUMNS if c not in table.columns]
         if missing:
             raise FlowError(f"missing column(s) {{', '.join(repr(c) for c in missing)}}")
-        frame = frame[INPUT_COLUMNS]
-    return apply_steps(frame, STATE["fitted"], serving=serving)
+        table = table.select(INPUT_COLUMNS)
+    return apply_steps(table, STATE["fitted"], serving=serving)
 
 
 if __name__ == "__main__":
+    import csv
     import sys
 
-    prepare(pd.read_csv(sys.argv[1])).to_csv(sys.argv[2], index=False)
+    with open(sys.argv[1], newline="") as f:
+        header, *rows = list(csv.reader(f))
+    out = prepare(Table({{name: as_column([r[i] for r in rows]) for i, name in enumerate(header)}}))
+    with open(sys.argv[2], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(out.columns)
+        writer.writerows(zip(*(out[c].tolist() for c in out.columns), strict=True))
 '''
 
 
-def fit_step(frame: pd.DataFrame, step: dict[str, Any]) -> dict[str, Any]:
+def fit_step(data: Any, step: dict[str, Any]) -> dict[str, Any]:
+    """What `step` learns from the rows (a Table, or a DataFrame)."""
     kind = step["type"]
+    table = flow_ops.Table.of(data)
     if kind == "ordinal_encode":
-        flow_ops._require(frame, [step["column"]], step)
-        cats = step.get("categories") or sorted(map(str, frame[step["column"]].dropna().unique()))
+        flow_ops._require(table, [step["column"]], step)
+        cats = step.get("categories") or _categories(table[step["column"]])
         return {"categories": list(cats)}
     if kind == "one_hot":
-        flow_ops._require(frame, step["columns"], step)
-        return {"categories": {c: sorted(map(str, frame[c].dropna().unique())) for c in step["columns"]}}
+        flow_ops._require(table, step["columns"], step)
+        return {"categories": {c: _categories(table[c]) for c in step["columns"]}}
     if kind == "scale":
-        flow_ops._require(frame, step["columns"], step)
-        return _scale_state(frame, step)
+        flow_ops._require(table, step["columns"], step)
+        return _scale_state(table, step)
     return {}
 
 
-def _scale_state(frame: pd.DataFrame, step: dict[str, Any]) -> dict[str, Any]:
+def _categories(values: np.ndarray) -> list[str]:
+    """The distinct values, as sorted strings, missing ones (None, NaN) left out."""
+    return sorted({str(v) for v in values.tolist() if v is not None and v == v})
+
+
+def _scale_state(table: flow_ops.Table, step: dict[str, Any]) -> dict[str, Any]:
     center, spread = {}, {}
     for column in step["columns"]:
-        values = frame[column].astype("float64").to_numpy()
+        values = table[column].astype("float64")
         method = step["method"]
         if method == "standard":
             c, s = values.mean(), values.std()

@@ -2,8 +2,8 @@
 
 Rows come as text/csv (header optional; without one, fields follow the UCI column order) or as
 JSON records. `prep` (code/lib/credit_risk/prep.py) is the flow exported at build time with its fitted state,
-so serving applies exactly the training-time transform. Each row gets the probability of high
-risk and a label; bad rows get a 400 naming the row and column.
+so serving applies exactly the training-time transform, in numpy alone (no pandas in the gateway). Each
+row gets the probability of high risk and a label; bad rows get a 400 naming the row and column.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from credit_risk import prep
 from handler_kit import (
     CSV,
@@ -30,7 +29,7 @@ RESPONSE_TYPES = (JSON, CSV)
 CONFIG = json.loads((Path(__file__).with_name("config.json")).read_text())
 
 
-def _csv_frame(text: str) -> pd.DataFrame:
+def _csv_table(text: str) -> prep.Table:
     rows = csv_rows(text)
     columns = prep.INPUT_COLUMNS
     if set(rows[0]) <= {*columns, CONFIG["label"]} and len(set(rows[0])) == len(rows[0]):
@@ -42,10 +41,10 @@ def _csv_frame(text: str) -> pd.DataFrame:
             raise BadRequest(f"row {n} has {len(row)} fields, expected {len(header)} ({', '.join(header)})")
     if not rows:
         raise BadRequest("the CSV body has a header but no rows")
-    return pd.DataFrame(rows, columns=header)
+    return prep.Table({name: prep.as_column([row[i] for row in rows]) for i, name in enumerate(header)})
 
 
-def _json_frame(body: bytes, lines: bool) -> pd.DataFrame:
+def _json_table(body: bytes, lines: bool) -> prep.Table:
     records = [json_body(x, "JSON line") for x in body.splitlines() if x.strip()] if lines else json_body(body)
     if isinstance(records, dict):
         records = records.get("instances", records.get("applications", [records]))
@@ -54,7 +53,8 @@ def _json_frame(body: bytes, lines: bool) -> pd.DataFrame:
     for n, record in enumerate(records, 1):
         if not isinstance(record, dict):
             raise BadRequest(f"row {n} is not an object keyed by column name")
-    return pd.DataFrame.from_records(records)
+    names = dict.fromkeys(name for record in records for name in record)  # every record's keys, first seen first
+    return prep.Table({name: prep.as_column([r.get(name) for r in records]) for name in names})
 
 
 def input_handler(data, context):
@@ -64,13 +64,12 @@ def input_handler(data, context):
         raise BadRequest("the request body is empty")
     ctype = context.request_content_type
     if ctype == CSV:
-        frame = _csv_frame(body.decode("utf-8", errors="replace"))
+        table = _csv_table(body.decode("utf-8", errors="replace"))
     elif ctype in ("application/json", "application/jsonlines"):
-        frame = _json_frame(body, lines=ctype == "application/jsonlines")
+        table = _json_table(body, lines=ctype == "application/jsonlines")
     else:
         raise UnsupportedType(f"credit_risk takes text/csv or application/json, not {ctype}")
-    frame.index = range(len(frame))
-    features = prep.prepare(frame, serving=True)
+    features = prep.prepare(table, serving=True)
     return {"inputs": {"features": features.to_numpy(np.float32)}}
 
 
