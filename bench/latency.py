@@ -133,30 +133,26 @@ def variant_headers(headers: dict[str, str], model: str, variant: str) -> dict[s
     return {**headers, "X-Amzn-SageMaker-Custom-Attributes": attrs}
 
 
-AGREEMENT_IMAGES = ("china.jpg", "flower.jpg")  # the photos scikit-learn ships: the fixed image set
-AGREEMENT_BAR = 0.9  # mean F1 (IoU 0.5) a reduced-precision compiled variant needs to replace FP32 in `make models`
-
-
 def detection_agreement(session: requests.Session, url: str, model: str) -> dict[str, Any]:
     """The compiled variant's served detections against the uncompiled (FP32 TorchScript) ones on the fixed
-    image set: IoU-matched precision, recall and F1 per image (models.yolov4.boxes.agreement) and their means."""
-    import importlib.util
-
+    image set (the packaged photos `sagestack compile --evaluate detections` judges on): IoU-matched precision,
+    recall and F1 per image (models.yolov4.boxes.agreement) and their means."""
+    from compiler.evaluation import packaged_photos
     from models.yolov4.boxes import agreement
+    from models.yolov4.evaluation import AGREEMENT_BAR, IOU_MATCH
 
-    images = Path(importlib.util.find_spec("sklearn").origin).parent / "datasets" / "images"
     per_image = {}
-    for name in AGREEMENT_IMAGES:
+    for photo in packaged_photos():
         found = {}
         for variant in VARIANTS:
             headers = variant_headers({"Content-Type": "image/jpeg"}, model, variant)
-            r = session.post(url + "/invocations", data=(images / name).read_bytes(), headers=headers, timeout=300)
+            r = session.post(url + "/invocations", data=photo.read_bytes(), headers=headers, timeout=300)
             r.raise_for_status()
             found[variant] = r.json()
-        per_image[name] = agreement(found["uncompiled"], found["compiled"], iou_threshold=0.5)
-        per_image[name]["detections"] = [len(found["uncompiled"]), len(found["compiled"])]
+        per_image[photo.name] = agreement(found["uncompiled"], found["compiled"], iou_threshold=IOU_MATCH)
+        per_image[photo.name]["detections"] = [len(found["uncompiled"]), len(found["compiled"])]
     means = {k: round(statistics.fmean(v[k] for v in per_image.values()), 4) for k in ("precision", "recall", "f1")}
-    return {"iou_threshold": 0.5, "bar_f1": AGREEMENT_BAR, "passes": means["f1"] >= AGREEMENT_BAR, **means,
+    return {"iou_threshold": IOU_MATCH, "bar_f1": AGREEMENT_BAR, "passes": means["f1"] >= AGREEMENT_BAR, **means,
             "images": per_image}  # fmt: skip
 
 

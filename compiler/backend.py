@@ -55,6 +55,7 @@ class BuildJob:
     tuning: Tuning = Tuning()
     tuning_key: str = "model"
     precision: str = "fp32"
+    calibration: np.ndarray | None = None  # [N, ...] inputs for int8's activation ranges (compiler.evaluation)
 
 
 @dataclass(frozen=True)

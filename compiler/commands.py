@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from compiler.evaluation import EVALUATIONS
+
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from compiler.job import Tuning, compile_model
@@ -16,7 +18,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
         tuning = Tuning(args.tune_trials, args.trials_per_task, root=settings_or_exit().tuning_dir)
         compile_model(args.model_tar, args.framework, shape, args.target, args.out, args.runs, backends, tuning,
-                      precision=args.precision)  # fmt: skip
+                      precision=args.precision, calibration=args.calibration, evaluate=args.evaluate)  # fmt: skip
     except (ValueError, RuntimeError) as exc:
         raise SystemExit(f"sagestack compile: {exc}") from None
     return 0
@@ -33,5 +35,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--backends", default="tvm,onnxruntime,openvino", help="candidates; the fastest passing wins")
     c.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials to add to the target's database")
     c.add_argument("--trials-per-task", type=int, default=64, help="MetaSchedule trials per task (this run)")
-    c.add_argument("--precision", default="fp32", help="fp32 (default), bf16 (OpenVINO, where the CPU has it)")
+    c.add_argument("--precision", default="fp32",
+                   help="fp32 (default), bf16 (OpenVINO, where the CPU has it), int8 (OpenVINO, ONNX Runtime), or "
+                        "several comma-separated: each is a candidate")  # fmt: skip
+    c.add_argument("--calibration", type=Path, help="a folder of images to calibrate int8 on (default: views of "
+                   "the photos scikit-learn and matplotlib ship)")  # fmt: skip
+    c.add_argument("--evaluate", choices=sorted(EVALUATIONS),
+                   help="also score each candidate against the uncompiled model on real photos; a reduced "
+                        "precision must pass the score's bar to be picked")  # fmt: skip
     c.set_defaults(fn=cmd_compile)

@@ -1,8 +1,9 @@
 """`sagestack compile`: SageMaker Neo's compilation job, locally.
 
 Load the traced model from model.tar.gz, run it once as the reference, build each backend for the
-target, check it against the reference (max absolute error, and that error relative to the largest
-reference value), time it, and keep the fastest backend that passes. Everything measured goes to
+target at each precision asked for, check it against the reference (max absolute error, and that error
+relative to the largest reference value; with an evaluation, also what the model serves on real photos),
+time it, and keep the fastest candidate that passes. Everything measured goes to
 <out>/<version>/compiled/metadata.json; the artifact sits beside it, named there for its runtime.
 """
 
@@ -19,12 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from compiler import evaluation as evaluations
 from compiler.artifact import load_traced
 from compiler.backend import BuildJob, Tuning, backend_module, compiled_backends
+from compiler.evaluation import Evaluation
 from compiler.targets import resolve, runnable_here
 from server import modeldir
 
-MAX_REL_ERROR = 1e-3  # the FP32 gate; a reduced precision's tensor error is recorded, not gated (see compile_model)
+MAX_REL_ERROR = 1e-3  # the FP32 gate; a reduced precision is judged by its evaluation instead (see gate_passed)
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
@@ -47,7 +50,8 @@ def parity(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
     return {"max_abs": err, "max_rel": err / max(float(np.abs(want).max()), 1e-12)}
 
 
-def candidate(kind: str, job: BuildJob, reference: np.ndarray, runs: int) -> dict[str, Any]:
+def candidate(kind: str, job: BuildJob, reference: np.ndarray, runs: int, evaluation: Evaluation | None = None,
+              reference_fn: Callable[[np.ndarray], list[np.ndarray]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Build one backend, then check and time it here (a build for another CPU is recorded, not verified)."""
     backend = backend_module(kind)
     started = time.perf_counter()
@@ -61,32 +65,42 @@ def candidate(kind: str, job: BuildJob, reference: np.ndarray, runs: int) -> dic
     got = runner(job.example)[0]
     record["latency_ms"] = median_ms(lambda: runner(job.example), runs)
     record["parity"] = parity(got, reference)
+    if evaluation is not None and reference_fn is not None:
+        record["agreement"] = evaluation.measure(reference_fn, runner)
     return record
 
 
-def gate_passed(record: dict[str, Any]) -> bool:
-    """FP32 must match the reference within MAX_REL_ERROR; a reduced precision is not gated on tensors."""
-    return record["precision"] != "fp32" or record["parity"]["max_rel"] <= MAX_REL_ERROR
+def gate_passed(record: dict[str, Any], fp32_asked: bool = True) -> bool:
+    """FP32 must match the reference within MAX_REL_ERROR. A reduced precision must pass its evaluation's bar;
+    without an evaluation it is eligible only as the one precision asked for (its tensor error recorded)."""
+    if record["precision"] == "fp32":
+        return record["parity"]["max_rel"] <= MAX_REL_ERROR
+    if "agreement" in record:
+        return record["agreement"]["passes"]
+    return not fp32_asked
 
 
-def precision_plan(backends: tuple[str, ...], precision: str) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The backends that build at `precision`, and the precision each builds at (fp32 where the CPU lacks it)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"--precision {precision!r}: choose from {', '.join(PRECISIONS)}")
-    if precision == "int8":
-        raise ValueError("--precision int8 (post-training quantization with a calibration set) is not built yet")
-    able = tuple(b for b in backends if precision in backend_module(b).CAPABILITIES.precisions)
-    if not able:
-        raise ValueError(f"none of {', '.join(backends)} builds {precision}")
-    for skipped in sorted(set(backends) - set(able)):
-        log(f"{skipped}: builds fp32 only, skipped for --precision {precision}")
-    plan = {}
-    for b in able:
-        native = precision == "fp32" or backend_module(b).supports(precision)
-        plan[b] = precision if native else "fp32"
-        if not native:
-            log(f"{b}: this CPU has no native {precision}; building fp32 instead")
-    return able, plan
+def precision_plan(backends: tuple[str, ...], precision: str) -> list[tuple[str, str]]:
+    """(backend, precision) to build, for `precision` (one, or several comma-separated): each backend that offers
+    a precision builds it where this CPU runs it natively, and fp32 instead where it does not (said in the log)."""
+    asked = [p.strip() for p in precision.split(",") if p.strip()]
+    for p in asked:
+        if p not in PRECISIONS:
+            raise ValueError(f"--precision {p!r}: choose from {', '.join(PRECISIONS)}")
+    plan: list[tuple[str, str]] = []
+    for p in asked:
+        able = [b for b in backends if p in backend_module(b).CAPABILITIES.precisions]
+        if not able:
+            raise ValueError(f"none of {', '.join(backends)} builds {p}")
+        for skipped in sorted(set(backends) - set(able)):
+            log(f"{skipped}: does not build {p}, skipped for it")
+        for b in able:
+            native = p == "fp32" or backend_module(b).supports(p)
+            if not native:
+                log(f"{b}: this CPU has no native {p}; building fp32 instead")
+            if (b, p if native else "fp32") not in plan:
+                plan.append((b, p if native else "fp32"))
+    return plan
 
 
 def compile_model(
@@ -100,13 +114,17 @@ def compile_model(
     tuning: Tuning = Tuning(),
     tuning_key: str | None = None,
     precision: str = "fp32",
+    calibration: Path | None = None,
+    evaluate: str | None = None,
 ) -> dict[str, Any]:
-    """Build, check and time every backend; keep the fastest that passes.
+    """Build, check and time every backend at every precision asked for; keep the fastest that passes.
 
-    `precision` other than fp32 (as Neo's): only backends that offer it build, each where this CPU runs it
-    natively and at fp32 otherwise (said in the log). The FP32 gate (max rel <= 1e-3) does not apply to a
-    reduced precision, whose error is expected: its tensor error is recorded, and for detectors the served
-    detections' agreement with FP32 is measured by `sagestack bench latency`.
+    `precision` (as Neo's, or several comma-separated): only backends that offer one build it, each where this
+    CPU runs it natively and at fp32 otherwise (said in the log). int8 is calibrated on `calibration` (a folder
+    of images) or on views of the packaged photos. The FP32 gate (max rel <= 1e-3) does not apply to a reduced
+    precision, whose tensor error is expected: with `evaluate` (compiler.evaluation.EVALUATIONS), every
+    candidate is scored against the uncompiled model on real photos, and a reduced precision must reach the
+    evaluation's bar to be picked.
     """
     import torch
 
@@ -125,7 +143,13 @@ def compile_model(
     unable = [b for b in backends if tgt.device not in backend_module(b).CAPABILITIES.devices]
     if unable:
         raise ValueError(f"target {tgt.name} is a {tgt.device} target; {', '.join(unable)} cannot build for it")
-    backends, precisions = precision_plan(backends, precision)
+    plan = precision_plan(backends, precision)
+    evaluation = evaluations.load(evaluate, shape) if evaluate else None
+    calibration_inputs = None
+    if any(p == "int8" for _, p in plan):
+        prepare = evaluation.prepare if evaluation else evaluations.resize_input(shape)
+        calibration_inputs = evaluations.calibration_set(prepare, calibration)
+        log(f"int8 calibration: {len(calibration_inputs)} inputs from {calibration or 'the packaged photos'}")
     module = load_traced(model_tar)
     example = np.random.default_rng(0).random(shape, dtype=np.float32)
     x = torch.from_numpy(example)
@@ -140,23 +164,35 @@ def compile_model(
     onnx_path = compiled / "model.onnx"
     onnx_backend.export(module, example, input_name, onnx_path)  # the interchange the backends start from
     job = BuildJob(module, example, input_name, shape, tgt, compiled, onnx_path, tuning,
-                   tuning_key or model_tar.parent.parent.name)  # fmt: skip
+                   tuning_key or model_tar.parent.parent.name, calibration=calibration_inputs)  # fmt: skip
+
+    def reference_fn(x: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode():
+            return [module(torch.from_numpy(x)).numpy()]
+
     candidates = []
-    for backend in backends:
-        log(f"building {backend} for {tgt.name} ({tgt.arch}), {precisions[backend]}")
+    for backend, backend_precision in plan:
+        log(f"building {backend} for {tgt.name} ({tgt.arch}), {backend_precision}")
         try:
-            candidates.append(candidate(backend, replace(job, precision=precisions[backend]), reference, runs))
+            built = candidate(backend, replace(job, precision=backend_precision), reference, runs, evaluation,
+                              reference_fn)  # fmt: skip
+            candidates.append(built)
         except Exception as exc:  # a backend that cannot build this model is a result, not a crash
-            candidates.append({"backend": backend, "error": f"{type(exc).__name__}: {exc}"})
+            candidates.append({"backend": backend, "precision": backend_precision,
+                               "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
     for c in candidates:
         if "error" in c:
-            log(f"{c['backend']}: failed: {c['error']}")
+            log(f"{c['backend']} {c['precision']}: failed: {c['error']}")
         else:
-            p = c["parity"]
-            log(f"{c['backend']}: {c['latency_ms']:.1f} ms, max abs {p['max_abs']:.2e}, max rel {p['max_rel']:.2e}")
-    passing = [c for c in candidates if "error" not in c and gate_passed(c)]
+            p, a = c["parity"], c.get("agreement")
+            judged = f", {evaluation.key} {a[evaluation.key]:.3f}" if a and evaluation else ""
+            log(f"{c['backend']} {c['precision']}: {c['latency_ms']:.1f} ms, max abs {p['max_abs']:.2e}, "
+                f"max rel {p['max_rel']:.2e}{judged}")  # fmt: skip
+    fp32_asked = any(p == "fp32" for _, p in plan)
+    passing = [c for c in candidates if "error" not in c and gate_passed(c, fp32_asked)]
     if not passing:
-        raise RuntimeError(f"no backend passed parity (max rel <= {MAX_REL_ERROR}): {candidates}")
+        raise RuntimeError(f"no candidate passed parity (max rel <= {MAX_REL_ERROR}, or the evaluation's bar): "
+                           f"{candidates}")  # fmt: skip
     best = min(passing, key=lambda c: c["latency_ms"])
     meta = {
         "runtime": best["runtime"],
@@ -165,6 +201,10 @@ def compile_model(
         "framework": "pytorch",
         "compiled": True,
         "precision": best["precision"],
+        "agreement": best.get("agreement"),
+        "calibration": None
+        if calibration_inputs is None
+        else {"inputs": len(calibration_inputs), "source": str(calibration or "packaged photos")},
         "inputs": {input_name: shape},
         "outputs": ["output0"],
         "target": {"name": tgt.name, "device": tgt.device, "arch": tgt.arch, "cores": tgt.cores},
@@ -179,5 +219,5 @@ def compile_model(
     code = model_tar.parent.parent / "code"
     if code.is_dir():
         shutil.copytree(code, out / "code", dirs_exist_ok=True)
-    log(f"picked {best['backend']}: {meta['speedup']:.2f}x the uncompiled model -> {compiled}")
+    log(f"picked {best['backend']} {best['precision']}: {meta['speedup']:.2f}x the uncompiled model -> {compiled}")
     return meta

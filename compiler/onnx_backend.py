@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: TorchScript module -> ONNX (dynamic batch) -> an optimised ORT session."""
+"""ONNX Runtime backend: TorchScript module -> ONNX (dynamic batch) -> an optimised ORT session; INT8 runs the
+QDQ model compiler.quantize makes from the same export."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import numpy as np
 
 from compiler.backend import BuildJob, Built, Capabilities
 
-CAPABILITIES = Capabilities(dynamic_batch=True, threads=True, devices=("cpu",), target_specific=False)
+CAPABILITIES = Capabilities(
+    dynamic_batch=True, threads=True, devices=("cpu",), target_specific=False, precisions=("fp32", "int8")
+)
 
 
 def export(module, example: np.ndarray, input_name: str, out: Path, dynamic_batch: bool = True) -> Path:
@@ -32,8 +35,17 @@ def export(module, example: np.ndarray, input_name: str, out: Path, dynamic_batc
 
 
 def build(job: BuildJob) -> Built:
-    """ONNX Runtime runs the shared dynamic-batch export itself."""
+    """ONNX Runtime runs the shared dynamic-batch export itself, or its INT8 quantization."""
+    if job.precision == "int8":
+        from compiler.quantize import int8_onnx
+
+        return Built(int8_onnx(job), {"calibration_inputs": len(job.calibration)})
     return Built(job.onnx_path)
+
+
+def supports(precision: str) -> bool:
+    """ONNX Runtime's int8 kernels run on every x86-64 CPU (fastest with VNNI)."""
+    return precision in CAPABILITIES.precisions
 
 
 def session(path: Path, threads: int = 0):
@@ -50,7 +62,7 @@ class Runner:
     """The compiler backends' common interface: Runner(artifact, threads, precision)(x) -> outputs in order."""
 
     def __init__(self, path: Path, threads: int = 0, precision: str = "fp32") -> None:
-        self.session = session(path, threads)  # fp32 only (CAPABILITIES.precisions)
+        self.session = session(path, threads)  # an int8 artifact carries its quantization in the graph
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:

@@ -65,8 +65,6 @@ def test_precision_is_a_compile_option_openvino_runs_in_bf16_where_the_cpu_has_i
 
     with pytest.raises(ValueError, match="none of onnxruntime builds bf16"):
         precision_plan(("onnxruntime",), "bf16")
-    with pytest.raises(ValueError, match=r"int8 .* is not built yet"):
-        precision_plan(("openvino",), "int8")
     with pytest.raises(ValueError, match="choose from fp32, bf16, int8"):
         precision_plan(("openvino",), "fp16")
     root, _ = models
@@ -79,6 +77,64 @@ def test_precision_is_a_compile_option_openvino_runs_in_bf16_where_the_cpu_has_i
     runner = openvino_backend.Runner(tmp_path / "bf16" / "1" / "compiled" / meta["artifact"], 0, meta["precision"])
     hint = str(runner.compiled.get_property("INFERENCE_PRECISION_HINT"))
     assert ("bfloat16" if native else "f32") in hint
+
+
+def test_precision_plan_takes_several_precisions_and_builds_each_once():
+    from compiler import openvino_backend
+    from compiler.job import precision_plan
+
+    bf16 = "bf16" if openvino_backend.supports("bf16") else "fp32"
+    plan = precision_plan(("openvino", "onnxruntime", "tvm"), "fp32,bf16,int8")
+    assert plan[:3] == [("openvino", "fp32"), ("onnxruntime", "fp32"), ("tvm", "fp32")]
+    assert plan[3:] == ([("openvino", "bf16")] if bf16 == "bf16" else []) + [
+        ("openvino", "int8"),
+        ("onnxruntime", "int8"),
+    ]
+    with pytest.raises(ValueError, match="none of tvm builds int8"):
+        precision_plan(("tvm",), "fp32,int8")
+
+
+def test_a_reduced_precision_is_picked_only_past_its_evaluation_bar():
+    from compiler.job import gate_passed
+
+    fp32 = {"precision": "fp32", "parity": {"max_rel": 5e-4}}
+    int8 = {"precision": "int8", "parity": {"max_rel": 0.3}}
+    assert gate_passed(fp32) and not gate_passed({**fp32, "parity": {"max_rel": 2e-3}})
+    assert not gate_passed(int8) and gate_passed(int8, fp32_asked=False)  # alone, it is what was asked for
+    assert gate_passed({**int8, "agreement": {"passes": True}}) and not gate_passed(
+        {**int8, "agreement": {"passes": False}}
+    )
+
+
+def test_int8_is_calibrated_on_photos_and_judged_by_its_detections(models, tmp_path):
+    """Both backends build the one QDQ quantization; each candidate carries its detection agreement with FP32."""
+    from compiler.evaluation import calibration_set, packaged_photos, resize_input
+
+    root, _ = models
+    meta = compile_model(root / "yolov4" / "1" / "model.tar.gz", "pytorch", {"input0": [1, 3, SIZE, SIZE]},
+                         "this_machine", tmp_path / "int8", runs=2, backends=("openvino", "onnxruntime"),
+                         precision="fp32,int8", evaluate="detections")  # fmt: skip
+    built = {(c["backend"], c["precision"]): c for c in meta["candidates"]}
+    assert set(built) == {("openvino", "fp32"), ("onnxruntime", "fp32"), ("openvino", "int8"), ("onnxruntime", "int8")}
+    assert all("error" not in c for c in built.values()), meta["candidates"]
+    assert meta["calibration"] == {"inputs": 12, "source": "packaged photos"}
+    for (backend, precision), c in built.items():
+        images = c["agreement"]["images"]
+        assert set(images) == {p.name for p in packaged_photos()}
+        assert sum(i["detections_reference"] for i in images.values()) > 0  # the photos give detections to judge
+        if precision == "fp32":
+            assert c["agreement"]["f1"] >= 0.95, (backend, c["agreement"])
+        else:
+            assert c["artifact"].startswith("model.int8") and c["parity"]["max_rel"] > 1e-4  # it is quantized
+    assert (tmp_path / "int8" / "1" / "compiled" / "model.int8.onnx").exists()
+    assert meta["precision"] == "fp32" or meta["agreement"]["passes"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, path in enumerate(packaged_photos()[:2]):
+        (photos / f"{i}.jpg").write_bytes(path.read_bytes())
+    assert calibration_set(resize_input([1, 3, 32, 48]), photos).shape == (2, 3, 32, 48)
+    with pytest.raises(ValueError, match="no .jpg/.jpeg/.png/.bmp images"):
+        calibration_set(resize_input([1, 3, 32, 48]), tmp_path)
 
 
 def test_the_winner_reproduces_the_uncompiled_model_on_a_new_input(models):

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 PAD_VALUE = 128
+SERVED_DEFAULTS = {"conf_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100}  # torchvision's cap
 
 
 @dataclass(frozen=True)

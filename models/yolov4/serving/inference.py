@@ -16,20 +16,19 @@ from pathlib import Path
 
 import numpy as np
 from handler_kit import BadRequest, UnsupportedType, decode_image, json_body, json_response, model_attributes
-from yolov4.boxes import detections, letterbox
+from yolov4.boxes import SERVED_DEFAULTS, detections, letterbox
 from yolov4.coco import CLASSES
 
 CONFIG = json.loads(Path(__file__).with_name("config.json").read_text())
 NAMES = tuple(CONFIG.get("names") or CLASSES)  # `sagestack build yolov4 --names`, or COCO's 80
 IMAGE_TYPES = ("application/x-image", "image/jpeg", "image/png")
-DEFAULTS = {"conf_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100}
 MAX_BOXES = 10647  # what YOLOv4-416's three heads propose
 
 
 def _thresholds(raw: str, extra: dict) -> dict[str, float]:
-    out = dict(DEFAULTS)
+    out = dict(SERVED_DEFAULTS)
     pairs = model_attributes(raw)
-    for key in DEFAULTS:
+    for key in SERVED_DEFAULTS:
         value = extra.get(key, pairs.get(key))
         if value is None:
             continue
@@ -53,7 +52,7 @@ def input_handler(data, context):
             body = base64.b64decode(request["image"])
         except (KeyError, TypeError, ValueError) as exc:
             raise BadRequest(f'send {{"image": <base64>}}: {exc}') from None
-        extra = {k: request[k] for k in DEFAULTS if k in request}
+        extra = {k: request[k] for k in SERVED_DEFAULTS if k in request}
     elif context.request_content_type not in IMAGE_TYPES:
         raise UnsupportedType(f"yolov4 takes {', '.join(IMAGE_TYPES)} or application/json")
     size = CONFIG["input_size"]
