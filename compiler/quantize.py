@@ -1,6 +1,10 @@
 """INT8 post-training quantization, shared by the backends: ONNX Runtime's static quantizer writes the export
 as a QDQ model (int8 weights per channel, uint8 activations with ranges from the job's calibration set).
 
+Only the operators that carry the arithmetic (QUANTIZED_OPS) are quantized. Quantizing everything also
+quantized YOLOv4's output rows, whose one uint8 range spans box pixels (0-416) and scores (0-1): every score
+came out 0 and no detection survived (F1 0.0 against FP32 under `--evaluate detections`).
+
 ONNX Runtime runs that model with its int8 kernels; OpenVINO reads the same Q/DQ pairs as its own quantized
 operations. So both backends build one quantized graph, made once per compile job.
 """
@@ -12,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from compiler.backend import BuildJob
+
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 class Calibration:
@@ -40,8 +46,8 @@ def int8_onnx(job: BuildJob) -> Path:
     quant_pre_process(str(job.onnx_path), str(prepared), skip_symbolic_shape=True)
     try:
         quantize_static(str(prepared), str(out), Calibration(job.input_name, job.calibration),
-                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)  # fmt: skip
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
     finally:
         prepared.unlink(missing_ok=True)
     return out

@@ -7,6 +7,7 @@
 - Tuning: MetaSchedule's tune_relax into a JSON database kept per target
   (`compiler/tuning/<target>/`), so a later compile for the same target reuses it, as Neo ships
   pre-tuned logs. Trials add up across runs (`progress.json`), so an interrupted tuning resumes.
+  Candidates build in worker processes kept across batches (`pooled_builder`).
 - Build: one shared library (`model.so`) run by Relax's VirtualMachine.
 """
 
@@ -26,6 +27,7 @@ from compiler.targets import Target
 
 TUNING_DIR = Path(__file__).parent / "tuning"
 CAPABILITIES = Capabilities(dynamic_batch=False, threads=True, devices=("cpu",), target_specific=True)
+BATCHES_PER_POOL = 32  # builder workers are replaced after this many batches (TVM's own caution: they leak)
 
 
 def log(message: str) -> None:
@@ -103,8 +105,9 @@ def tune(mod, tgt: Target, work_dir: Path, trials: int, trials_per_task: int) ->
     """Add `trials` MetaSchedule trials to the database in work_dir; returns the total so far.
 
     Builders and runners are worker processes that import TVM first (~10-20 s here), so their
-    timeouts are generous; MetaSchedule's progress table is printed as it goes. Its per-task
-    logs go to work_dir/logs (not kept in git); the two JSON database files are what ships.
+    timeouts are generous, and the builder's are kept across batches (`pooled_builder`), so batches
+    can be small without paying that import each time. MetaSchedule's progress table is printed as it
+    goes. Its per-task logs go to work_dir/logs (not kept in git); the two JSON database files are what ships.
     """
     from tvm.s_tir import meta_schedule as ms
 
@@ -118,10 +121,8 @@ def tune(mod, tgt: Target, work_dir: Path, trials: int, trials_per_task: int) ->
         work_dir=str(work_dir),
         max_trials_global=trials,
         max_trials_per_task=trials_per_task,
-        # LocalBuilder starts a fresh process pool (each worker imports TVM, ~10 s) per batch of
-        # candidates, so batches are made as large as a task's share of trials allows.
-        num_trials_per_iter=min(trials_per_task, 64),
-        builder=ms.builder.LocalBuilder(max_workers=os.cpu_count() or 1, timeout_sec=600),
+        num_trials_per_iter=min(trials_per_task, 32),
+        builder=pooled_builder(max_workers=os.cpu_count() or 1, timeout_sec=600),
         runner=ms.runner.LocalRunner(timeout_sec=120),
         strategy="evolutionary",
         seed=0,
@@ -129,6 +130,43 @@ def tune(mod, tgt: Target, work_dir: Path, trials: int, trials_per_task: int) ->
     done += trials
     (work_dir / "progress.json").write_text(json.dumps({"trials": done}))
     return done
+
+
+def pooled_builder(max_workers: int, timeout_sec: float, batches_per_pool: int = BATCHES_PER_POOL):
+    """MetaSchedule's local builder with its worker processes kept across batches.
+
+    LocalBuilder starts a fresh pool for every batch of candidates, and each worker imports TVM first
+    (~35 s a batch on this machine). This one keeps its pool for `batches_per_pool` batches; the build in a
+    worker is LocalBuilder's own (`_worker_func`: default_build, then default_export)."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder, local_builder
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    @derived_object
+    class PooledBuilder(PyBuilder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool: PopenPoolExecutor | None = None
+            self.batches = 0
+
+        def build(self, build_inputs: list) -> list:
+            if self.pool is None or self.batches >= batches_per_pool:
+                if self.pool is not None:
+                    self.pool.shutdown()
+                self.pool, self.batches = PopenPoolExecutor(max_workers=max_workers, timeout=timeout_sec), 0
+            self.batches += 1
+            jobs = [(None, None, b.mod, b.target, local_builder._serialize_params(b.params)) for b in build_inputs]
+            results = []
+            for done in self.pool.map_with_error_catching(lambda job: local_builder._worker_func(*job), jobs):
+                if done.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(done.value, None))
+                elif done.status == StatusKind.TIMEOUT:
+                    results.append(BuilderResult(None, f"PooledBuilder: timeout, killed after {timeout_sec} s"))
+                else:
+                    results.append(BuilderResult(None, f"PooledBuilder: an exception occurred\n{done.value}"))
+            return results
+
+    return PooledBuilder()
 
 
 def build_library(mod, tgt: Target, out: Path, database: Path | None = None) -> Path:

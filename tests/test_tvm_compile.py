@@ -124,3 +124,28 @@ def test_metaschedule_tuning_fills_a_database_that_later_compiles_reuse(tmp_path
     again = compile_model(tar, "pytorch", shape, "this_machine", tmp_path / "b", runs=2, backends=("tvm",),
                           tuning=Tuning(root=tmp_path / "tuning"), tuning_key="tiny")  # fmt: skip
     assert again["backend"] == "tvm-metaschedule" and again["candidates"][0]["tuning_trials"] == 2
+
+
+def test_the_tuning_builder_keeps_its_workers_across_batches():
+    """LocalBuilder would start (and import TVM in) fresh workers for each batch; ours builds every batch in the
+    same processes, until BATCHES_PER_POOL batches have gone through them."""
+    import psutil
+    import tvm
+    from tvm import te
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+
+    from compiler.tvm_backend import pooled_builder
+
+    a = te.placeholder((64,), name="a")
+    mod = tvm.IRModule({"main": te.create_prim_func([a, te.compute((64,), lambda i: a[i] * 2.0, name="b")])})
+    target = tvm.target.Target("llvm")
+    builder = pooled_builder(max_workers=2, timeout_sec=300, batches_per_pool=2)
+    others = {c.pid for c in psutil.Process().children()}
+    workers = []
+    for _ in range(3):
+        results = builder.build([BuilderInput(mod, target), BuilderInput(mod, target)])
+        assert [r.error_msg for r in results] == [None, None]
+        assert all(Path(r.artifact_path).is_file() for r in results)
+        workers.append({c.pid for c in psutil.Process().children()} - others)
+    assert workers[0] == workers[1] and workers[0]  # the second batch ran in the first one's processes
+    assert not workers[2] & workers[0]  # the third, past batches_per_pool, in fresh ones

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import requests
-from image_helpers import PROBE, as_json, invoke
+from image_helpers import MODEL_DIR, PROBE, as_json, invoke
 
 from bench.payloads import payload
 from containers.podman import podman
@@ -55,7 +55,15 @@ def test_yolov4_compiled_and_uncompiled(container):
         r = invoke(container, "yolov4", photo, "image/jpeg", attrs=f"compiled={compiled}")
         answers[compiled] = as_json(r)
         assert r.headers["X-Sagestack-Model"] == ("yolov4_compiled" if compiled == "true" else "yolov4")
-    assert len(answers["true"]) == len(answers["false"]) > 0  # random weights propose many boxes; 100 is the cap
+    assert len(answers["false"]) > 0  # random weights propose many boxes; 100 is the cap
+    meta = json.loads((MODEL_DIR / "yolov4_compiled" / "1" / "compiled" / "metadata.json").read_text())
+    if meta["precision"] != "fp32":  # `make models` picked BF16 or INT8 for passing the agreement bar: hold it to that
+        from models.yolov4.boxes import agreement
+        from models.yolov4.evaluation import AGREEMENT_BAR, IOU_MATCH
+
+        assert agreement(answers["false"], answers["true"], IOU_MATCH)["f1"] >= AGREEMENT_BAR, meta["precision"]
+        return
+    assert len(answers["true"]) == len(answers["false"])
     for a, b in zip(answers["true"], answers["false"], strict=True):
         assert a["class_id"] == b["class_id"] and a["box"] == pytest.approx(b["box"], abs=0.5)
 
