@@ -18,7 +18,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
         tuning = Tuning(args.tune_trials, args.trials_per_task, root=settings_or_exit().tuning_dir)
         compile_model(args.model_tar, args.framework, shape, args.target, args.out, args.runs, backends, tuning,
-                      precision=args.precision, calibration=args.calibration, evaluate=args.evaluate)  # fmt: skip
+                      precision=args.precision, calibration=args.calibration, evaluate=args.evaluate,
+                      keep_candidates=args.keep_candidates)  # fmt: skip
     except (ValueError, RuntimeError) as exc:
         raise SystemExit(f"sagestack compile: {exc}") from None
     return 0
@@ -43,4 +44,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--evaluate", choices=sorted(EVALUATIONS),
                    help="also score each candidate against the uncompiled model on real photos; a reduced "
                         "precision must pass the score's bar to be picked")  # fmt: skip
+    c.add_argument(
+        "--keep-candidates",
+        action="store_true",
+        help="keep every candidate's artifact beside the picked one (default: only the picked one)",
+    )
     c.set_defaults(fn=cmd_compile)

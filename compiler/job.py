@@ -116,6 +116,7 @@ def compile_model(
     precision: str = "fp32",
     calibration: Path | None = None,
     evaluate: str | None = None,
+    keep_candidates: bool = False,
 ) -> dict[str, Any]:
     """Build, check and time every backend at every precision asked for; keep the fastest that passes.
 
@@ -124,7 +125,8 @@ def compile_model(
     of images) or on views of the packaged photos. The FP32 gate (max rel <= 1e-3) does not apply to a reduced
     precision, whose tensor error is expected: with `evaluate` (compiler.evaluation.EVALUATIONS), every
     candidate is scored against the uncompiled model on real photos, and a reduced precision must reach the
-    evaluation's bar to be picked.
+    evaluation's bar to be picked. Only the picked artifact is kept, as Neo's output holds only it, unless
+    `keep_candidates` (every candidate's artifact stays, for comparing them).
     """
     import torch
 
@@ -215,6 +217,11 @@ def compile_model(
         "parity": best["parity"],
         "candidates": candidates,
     }
+    if not keep_candidates:
+        keep = {best["artifact"], Path(best["artifact"]).with_suffix(".bin").name}  # an OpenVINO IR's weights
+        for path in compiled.iterdir():
+            if path.name not in keep:
+                path.unlink()
     modeldir.write_metadata(version_dir, meta)
     code = model_tar.parent.parent / "code"
     if code.is_dir():

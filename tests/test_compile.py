@@ -41,7 +41,7 @@ def models(tmp_path_factory):
     export(root / "yolov4", build(width=0.125, size=SIZE, seed=5), SIZE)
     meta = compile_model(
         root / "yolov4" / "1" / "model.tar.gz", "pytorch", {"input0": [1, 3, SIZE, SIZE]}, "this_machine",
-        root / "yolov4_compiled", runs=2,
+        root / "yolov4_compiled", runs=2, keep_candidates=True,
     )  # fmt: skip
     return root, meta
 
@@ -75,6 +75,8 @@ def test_precision_is_a_compile_option_openvino_runs_in_bf16_where_the_cpu_has_i
     native = openvino_backend.supports("bf16")
     assert [c["backend"] for c in meta["candidates"]] == ["openvino"]  # onnxruntime builds fp32 only
     assert meta["precision"] == ("bf16" if native else "fp32") and meta["parity"]["max_rel"] < 0.5
+    kept = {p.name for p in (tmp_path / "bf16" / "1" / "compiled").iterdir()}
+    assert kept == {"metadata.json", "model.xml", "model.bin"}  # only the picked artifact, as Neo's output
     runner = openvino_backend.Runner(tmp_path / "bf16" / "1" / "compiled" / meta["artifact"], 0, meta["precision"])
     hint = str(runner.compiled.get_property("INFERENCE_PRECISION_HINT"))
     assert ("bfloat16" if native else "f32") in hint
@@ -114,7 +116,7 @@ def test_int8_is_calibrated_on_photos_and_judged_by_its_detections(models, tmp_p
     root, _ = models
     meta = compile_model(root / "yolov4" / "1" / "model.tar.gz", "pytorch", {"input0": [1, 3, SIZE, SIZE]},
                          "this_machine", tmp_path / "int8", runs=2, backends=("openvino", "onnxruntime"),
-                         precision="fp32,int8", evaluate="detections")  # fmt: skip
+                         precision="fp32,int8", evaluate="detections", keep_candidates=True)  # fmt: skip
     built = {(c["backend"], c["precision"]): c for c in meta["candidates"]}
     assert set(built) == {("openvino", "fp32"), ("onnxruntime", "fp32"), ("openvino", "int8"), ("onnxruntime", "int8")}
     assert all("error" not in c for c in built.values()), meta["candidates"]
