@@ -53,6 +53,22 @@ class Ping:
         resp.data = json.dumps({"status": "ready" if ready else "not ready", "detail": detail}).encode()
 
 
+class ExecutionParameters:
+    """GET /execution-parameters: what this container asks of a batch transform job that does not say, as
+    SageMaker's container contract has it (the job's own MaxConcurrentTransforms etc. win)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        s = self.gateway.settings
+        resp.data = json.dumps({
+            "MaxConcurrentTransforms": s.max_concurrent_transforms,
+            "BatchStrategy": s.batch_strategy.upper(),
+            "MaxPayloadInMB": max(1, int(s.max_payload_mb)),
+        }).encode()  # fmt: skip
+
+
 class Invocations:
     """POST /invocations, /endpoints/{endpoint}/invocations and /models/{name}/invoke."""
 
@@ -245,5 +261,6 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     app.add_route("/models", models)
     app.add_route("/models/{name}", models, suffix="one")
     app.add_route("/metrics", Metrics(gateway))
+    app.add_route("/execution-parameters", ExecutionParameters(gateway))
     app.add_route("/openapi.json", OpenApi())
     return app

@@ -19,7 +19,13 @@ from server.settings import Settings, SettingsError
 
 # Owners of the other subcommands, by module name (the service does not import its tooling).
 T = TypeVar("T")
-COMMAND_MODULES = ("models.commands", "compiler.commands", "bench.commands", "containers.commands")
+COMMAND_MODULES = (
+    "models.commands",
+    "compiler.commands",
+    "bench.commands",
+    "containers.commands",
+    "transform.commands",
+)
 
 
 def or_exit(read: Callable[[], T]) -> T:

@@ -19,6 +19,7 @@ from server.handler_kit import MAX_IMAGE_PIXELS
 
 # gunicorn -k names, plus gevent_h1c (server/h1c_worker.py: gevent with a lean C-parsed HTTP loop). gevent_pywsgi
 # (gevent's own HTTP parser) was cheaper per request in single runs, not faster in the interleaved overhead bench.
+BATCH_STRATEGIES = ("multi_record", "single_record")  # SAGEMAKER_BATCH_STRATEGY, as MULTI_RECORD or SINGLE_RECORD
 WORKER_CLASSES = ("gevent", "gevent_h1c", "gevent_pywsgi", "sync", "gthread")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 NGINX_LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
@@ -74,6 +75,9 @@ class Settings:
     allow_requirements: bool
     auth_token: str | None
     runtime_sharing: str
+    batch: bool
+    batch_strategy: str
+    max_concurrent_transforms: int
 
     @property
     def max_payload_bytes(self) -> int:
@@ -191,6 +195,10 @@ class Settings:
             max_image_pixels=e.integer("SAGESTACK_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS, lo=1),
             access_log=e.choice("SAGESTACK_ACCESS_LOG", "on", ("on", "off")) == "on",
             runtime_sharing=e.choice("SAGESTACK_RUNTIME_SHARING", "framework", RUNTIME_SHARING),
+            # What a batch transform job sets in its container; GET /execution-parameters reports them.
+            batch=e.boolean("SAGEMAKER_BATCH", False),
+            batch_strategy=e.choice("SAGEMAKER_BATCH_STRATEGY", "multi_record", BATCH_STRATEGIES),
+            max_concurrent_transforms=e.integer("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", cpus, lo=1, hi=1024),
             restart_wait_seconds=e.number("SAGESTACK_RESTART_WAIT_SECONDS", float(gunicorn_timeout), lo=0.0, hi=3600.0),
         )
 
