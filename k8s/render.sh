@@ -8,7 +8,7 @@ root="$(dirname "$here")"
 out="${1:-$root/build/k8s}"
 kubectl="${KUBECTL:-$root/.venv/bin/kubectl}"
 rm -rf "$out/src" && mkdir -p "$out/src"
-cp -r "$here/base" "$here/components" "$here/overlays" "$out/src/"
+cp -r "$here/base" "$here/components" "$here/overlays" "$here/jobs" "$out/src/"
 for overlay in "$out"/src/overlays/*/; do
   name="$(basename "$overlay")"
   tuned="$root/build/tune/$name.env"
@@ -18,4 +18,10 @@ for overlay in "$out"/src/overlays/*/; do
   fi
   "$kubectl" kustomize "$overlay" > "$out/$name.yaml"
   echo "k8s: wrote $out/$name.yaml"
+done
+# Jobs (a batch transform as an Indexed Job) take the base's serving.env from outside their own folder.
+for job in "$out"/src/jobs/*/; do
+  name="$(basename "$job")"
+  "$kubectl" kustomize --load-restrictor LoadRestrictionsNone "$job" > "$out/job-$name.yaml"
+  echo "k8s: wrote $out/job-$name.yaml"
 done

@@ -99,3 +99,31 @@ def test_every_model_family_has_an_overlay_and_gets_its_model_from_the_init_cont
         assert init["volumeMounts"][0]["mountPath"] == "/opt/ml/model"
         assert by_kind(docs, "ConfigMap")["data"]["SAGESTACK_MODEL_URL"].startswith("s3://")
         assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+
+
+def test_the_transform_job_is_an_indexed_job_with_the_stack_as_its_sidecar(rendered):
+    """Each completion index runs `sagestack transform` on its shard against the stack in the same pod."""
+    import json
+
+    from transform.job import from_request
+
+    docs = [d for d in yaml.safe_load_all((rendered / "job-transform.yaml").read_text()) if d]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    job = by_kind(docs, "Job")
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == job["spec"]["parallelism"]
+    pod = job["spec"]["template"]["spec"]
+    fetch, sidecar = pod["initContainers"]
+    assert fetch["command"] == ["sagestack", "fetch-model"]
+    assert sidecar["restartPolicy"] == "Always" and sidecar["startupProbe"]["httpGet"]["path"] == "/ping"
+    (main,) = pod["containers"]
+    argv = main["command"]
+    assert argv[:2] == ["sagestack", "transform"] and argv[argv.index("--url") + 1] == "http://127.0.0.1:8080"
+    assert argv[argv.index("--shard-index") + 1] == "$(JOB_COMPLETION_INDEX)"
+    assert int(argv[argv.index("--shard-count") + 1]) == job["spec"]["completions"]  # every object in one shard
+    env = {c["metadata"]["name"].split("-sagestack-env")[0]: c for c in docs if c["kind"] == "ConfigMap"}
+    assert env["credit-risk"]["data"]["SAGEMAKER_BATCH"] == "true"
+    request = json.loads(
+        next(c for c in docs if c["kind"] == "ConfigMap" and "job.json" in c["data"])["data"]["job.json"]
+    )
+    assert from_request(request).model == "credit_risk"  # the job the pod runs is a valid CreateTransformJob request

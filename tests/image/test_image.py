@@ -96,6 +96,22 @@ def test_metrics(container):
     assert "sagestack_requests_total{" in text and 'model="music_transformer"' in text
 
 
+def test_the_shipped_transform_runs_a_job_against_the_container(container):
+    """`sagestack transform` from inside the image (what the Kubernetes transform Job's main container runs)."""
+    from models.credit_risk.data import load
+
+    rows = load().drop(columns=["risk"]).head(300).to_csv(index=False, header=False)
+    podman("exec", "-i", container.name, "sh", "-c", "mkdir -p /tmp/t/in && cat > /tmp/t/in/apps.csv", input=rows)
+    port = container.url.rsplit(":", 1)[1]
+    done = podman("exec", container.name, "sagestack", "transform", "--url", f"http://127.0.0.1:{port}",
+                  "--model", "credit_risk", "--input", "/tmp/t/in", "--output", "/tmp/t/out", "--content-type",
+                  "text/csv", "--split-type", "Line", "--accept", "text/csv", "--assemble-with", "Line")  # fmt: skip
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["records"] == 300 and summary["failed"] == 0, done.stderr[-2000:]
+    out = podman("exec", container.name, "cat", "/tmp/t/out/apps.csv.out").stdout.splitlines()
+    assert len(out) == 300 and all(line.split(",")[-1] in ("low risk", "high risk") for line in out)
+
+
 def test_user_and_sigterm_drains_to_exit_0(container):
     user = podman("exec", container.name, "id", "-un").stdout.strip()
     assert user == container.user
