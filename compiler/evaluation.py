@@ -31,7 +31,7 @@ class Evaluation:
     (reference outputs, candidate outputs) -> metrics, of which `key` must reach `bar`."""
 
     name: str
-    prepare: Callable[[Any], np.ndarray]  # a PIL image -> one input, batch axis included
+    prepare: Callable[[Any], np.ndarray]  # a PIL image -> one input of the compiled shape (the image repeated)
     images: tuple[Path, ...]
     score: Callable[[list[np.ndarray], list[np.ndarray]], dict[str, float]]
     key: str
@@ -52,29 +52,38 @@ class Evaluation:
 
 def packaged_photos() -> tuple[Path, ...]:
     """Real photos that installed packages ship (ANCHORS.md): scikit-learn's two, matplotlib's one."""
-    sklearn = Path(importlib.util.find_spec("sklearn").origin).parent / "datasets" / "images"
-    matplotlib = Path(importlib.util.find_spec("matplotlib").origin).parent / "mpl-data" / "sample_data"
+    specs = {name: importlib.util.find_spec(name) for name in ("sklearn", "matplotlib")}
+    missing = [name for name, spec in specs.items() if spec is None or not spec.origin]
+    if missing:
+        raise ValueError(f"the packaged photos need {', '.join(missing)} (make setup); or give --calibration DIR")
+    sklearn = Path(specs["sklearn"].origin).parent / "datasets" / "images"
+    matplotlib = Path(specs["matplotlib"].origin).parent / "mpl-data" / "sample_data"
     return sklearn / "china.jpg", sklearn / "flower.jpg", matplotlib / "grace_hopper.jpg"
 
 
 def resize_input(shape: list[int]) -> Callable[[Any], np.ndarray]:
     """The generic preparation: RGB, resized to the input's H x W, 0..1, NCHW."""
+    if len(shape) != 4 or shape[1] != 3:
+        raise ValueError(f"calibrating on images needs an image input [N, 3, H, W], not {shape}")
 
     def prepare(image: Any) -> np.ndarray:
         height, width = shape[2], shape[3]
         pixels = np.asarray(image.convert("RGB").resize((width, height)), dtype=np.float32) / 255
-        return pixels.transpose(2, 0, 1)[None]
+        return np.repeat(pixels.transpose(2, 0, 1)[None], shape[0], axis=0)  # the compiled batch
 
     return prepare
 
 
 def load_inputs(paths: tuple[Path, ...], prepare: Callable[[Any], np.ndarray]) -> list[np.ndarray]:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     inputs = []
     for path in paths:
-        with Image.open(path) as image:
-            inputs.append(prepare(image))
+        try:
+            with Image.open(path) as image:
+                inputs.append(prepare(image))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise ValueError(f"{path}: not an image this can read ({exc})") from None
     return inputs
 
 
@@ -85,6 +94,8 @@ def calibration_set(prepare: Callable[[Any], np.ndarray], directory: Path | None
     from PIL import Image, ImageOps
 
     if directory is not None:
+        if not Path(directory).is_dir():
+            raise ValueError(f"--calibration {directory}: not a folder")
         paths = sorted(p for p in Path(directory).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             raise ValueError(f"--calibration {directory}: no {'/'.join(IMAGE_SUFFIXES)} images there")

@@ -190,7 +190,7 @@ def compile_model(
             judged = f", {evaluation.key} {a[evaluation.key]:.3f}" if a and evaluation else ""
             log(f"{c['backend']} {c['precision']}: {c['latency_ms']:.1f} ms, max abs {p['max_abs']:.2e}, "
                 f"max rel {p['max_rel']:.2e}{judged}")  # fmt: skip
-    fp32_asked = any(p == "fp32" for _, p in plan)
+    fp32_asked = "fp32" in {p.strip() for p in precision.split(",")}  # asked for, not fallen back to
     passing = [c for c in candidates if "error" not in c and gate_passed(c, fp32_asked)]
     if not passing:
         raise RuntimeError(f"no candidate passed parity (max rel <= {MAX_REL_ERROR}, or the evaluation's bar): "
@@ -218,7 +218,9 @@ def compile_model(
         "candidates": candidates,
     }
     if not keep_candidates:
-        keep = {best["artifact"], Path(best["artifact"]).with_suffix(".bin").name}  # an OpenVINO IR's weights
+        keep = {best["artifact"]}
+        if best["artifact"].endswith(".xml"):
+            keep.add(Path(best["artifact"]).with_suffix(".bin").name)  # an OpenVINO IR's weights
         for path in compiled.iterdir():
             if path.name not in keep:
                 path.unlink()

@@ -114,19 +114,23 @@ def tune(mod, tgt: Target, work_dir: Path, trials: int, trials_per_task: int) ->
     work_dir.mkdir(parents=True, exist_ok=True)
     done = trials_done(work_dir)
     log(f"MetaSchedule: {trials} more trials (database {work_dir}, {done} done before)")
-    ms.relax_integration.tune_relax(
-        mod,
-        params={},
-        target=tvm_target(tgt),
-        work_dir=str(work_dir),
-        max_trials_global=trials,
-        max_trials_per_task=trials_per_task,
-        num_trials_per_iter=min(trials_per_task, 32),
-        builder=pooled_builder(max_workers=os.cpu_count() or 1, timeout_sec=600),
-        runner=ms.runner.LocalRunner(timeout_sec=120),
-        strategy="evolutionary",
-        seed=0,
-    )
+    builder = pooled_builder(max_workers=os.cpu_count() or 1, timeout_sec=600)
+    try:
+        ms.relax_integration.tune_relax(
+            mod,
+            params={},
+            target=tvm_target(tgt),
+            work_dir=str(work_dir),
+            max_trials_global=trials,
+            max_trials_per_task=trials_per_task,
+            num_trials_per_iter=min(trials_per_task, 32),
+            builder=builder,
+            runner=ms.runner.LocalRunner(timeout_sec=120),
+            strategy="evolutionary",
+            seed=0,
+        )
+    finally:
+        builder.shutdown()  # its workers, explicitly: TVM warns that leaving it to the GC can deadlock
     done += trials
     (work_dir / "progress.json").write_text(json.dumps({"trials": done}))
     return done
@@ -148,6 +152,11 @@ def pooled_builder(max_workers: int, timeout_sec: float, batches_per_pool: int =
             super().__init__()
             self.pool: PopenPoolExecutor | None = None
             self.batches = 0
+
+        def shutdown(self) -> None:
+            if self.pool is not None:
+                self.pool.shutdown()
+                self.pool = None
 
         def build(self, build_inputs: list) -> list:
             if self.pool is None or self.batches >= batches_per_pool:

@@ -23,7 +23,9 @@ def one_write_response_class() -> type:
     gunicorn writes the header, then the body, in two sends. A worker killed between them leaves
     nginx holding a header it has already passed on, so it cannot try the request on another worker
     and the client gets a cut-off response. Held back until the body comes, the header and a
-    whole-body response (every Falcon reply) reach nginx together or not at all."""
+    whole-body response (every Falcon reply) go out in one sendall: for a reply that fits the socket's
+    send buffer (every JSON answer here), one send, so nginx gets all of it or nothing. A larger body
+    still takes several sends, and a kill between them still cuts it off."""
     from gunicorn.http import wsgi
 
     class OneWriteResponse(wsgi.Response):

@@ -1,7 +1,9 @@
 """Where SageMaker's jobs read and write: `s3://bucket/prefix`, `file:///path` or a plain path, one interface.
 
-A Location is a prefix. `objects()` lists what lies under it as keys relative to it (S3's S3Prefix: every
-key that starts with the prefix; a folder: every file below it, recursively; a file: itself, as key "").
+A Location is a prefix. `objects()` lists what lies under it (S3's S3Prefix: every key that starts with the
+prefix, `s3://b/in/data` taking `in/data-1.csv` too; a folder: every file below it, recursively; a file:
+itself), each with its name relative to the prefix's folder (after its last `/`), which is how SageMaker
+names the outputs, and its full key or path, which is how it is read.
 Reads stream (`open`), so an object of a gigabyte never sits whole in memory. Writes land whole or not at all:
 a file is written beside its name and renamed, and an S3 object appears when its upload completes.
 boto3 uses its usual configuration (IAM role, profiles, AWS_ENDPOINT_URL), so a moto server stands in for S3.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +29,8 @@ class StorageError(ValueError):
 
 @dataclass(frozen=True)
 class StoredObject:
-    key: str  # relative to the location
+    name: str  # relative to the location's folder: where its output goes under an output location
+    key: str  # the full S3 key or local path: what `Location.open` reads
     size: int
 
 
@@ -65,24 +69,24 @@ class Location:
         return f"s3://{self.bucket}/{self.child(key)}" if self.is_s3 else self.child(key)
 
     def objects(self) -> list[StoredObject]:
-        """Every object under the location, sorted by key."""
+        """Every object under the location, sorted by name."""
         if self.is_s3:
+            folder = self.path[: self.path.rfind("/") + 1]  # names are relative to the prefix's folder
             found = []
-            pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.path)
             with _s3_errors(self.uri):
-                for page in pages:
+                for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.path):
                     for item in page.get("Contents", []):
-                        key = item["Key"][len(self.path) :].lstrip("/")
                         if not item["Key"].endswith("/"):
-                            found.append(StoredObject(key, int(item["Size"])))
-            return sorted(found, key=lambda o: o.key)
+                            found.append(StoredObject(item["Key"][len(folder) :], item["Key"], int(item["Size"])))
+            return sorted(found, key=lambda o: o.name)
         root = Path(self.path)
         if root.is_file():
-            return [StoredObject("", root.stat().st_size)]
+            return [StoredObject(root.name, str(root), root.stat().st_size)]
         if not root.is_dir():
             raise StorageError(f"{self.uri!r}: no such file or folder")
         files = (p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-        return sorted((StoredObject(str(p.relative_to(root)), p.stat().st_size) for p in files), key=lambda o: o.key)
+        objects = (StoredObject(str(p.relative_to(root)), str(p), p.stat().st_size) for p in files)
+        return sorted(objects, key=lambda o: o.name)
 
     def exists(self, key: str) -> bool:
         if not self.is_s3:
@@ -90,22 +94,24 @@ class Location:
         from botocore.exceptions import ClientError
 
         try:
-            _s3().head_object(Bucket=self.bucket, Key=self.child(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            with _s3_errors(self.uri_of(key)):
+                _s3().head_object(Bucket=self.bucket, Key=self.child(key))
+        except StorageError as exc:
+            cause = exc.__context__
+            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                 return False
-            raise StorageError(f"{self.uri_of(key)!r}: {exc}") from None
+            raise
         return True
 
-    def open(self, key: str) -> IO[bytes]:
-        """A binary stream of the object (S3's streaming body, or the open file)."""
+    def open(self, obj: StoredObject) -> IO[bytes]:
+        """A binary stream of one of `objects()` (S3's streaming body, or the open file)."""
         if not self.is_s3:
             try:
-                return open(self.child(key), "rb")  # the caller closes it
+                return open(obj.key, "rb")  # the caller closes it
             except OSError as exc:
-                raise StorageError(f"{self.uri_of(key)!r}: {exc.strerror}") from None
-        with _s3_errors(self.uri_of(key)):
-            return _s3().get_object(Bucket=self.bucket, Key=self.child(key))["Body"]
+                raise StorageError(f"{obj.key!r}: {exc.strerror}") from None
+        with _s3_errors(f"s3://{self.bucket}/{obj.key}"):
+            return _Body(_s3().get_object(Bucket=self.bucket, Key=obj.key)["Body"], f"s3://{self.bucket}/{obj.key}")
 
     def write_file(self, key: str, local: Path, content_type: str | None = None) -> str:
         """Put the local file at `key`, whole (uploads go multipart for large files); returns its URI."""
@@ -147,6 +153,26 @@ def lines(stream: IO[bytes], chunk: int = 1 << 20) -> Iterator[bytes]:
         yield rest.rstrip(b"\r")
 
 
+class _Body:
+    """S3's streaming body, its read errors (a dropped connection mid-object) as a StorageError."""
+
+    def __init__(self, body: Any, uri: str) -> None:
+        self.body, self.uri = body, uri
+
+    def read(self, n: int = -1) -> bytes:
+        with _s3_errors(self.uri):
+            return self.body.read(n if n >= 0 else None)
+
+    def __enter__(self) -> _Body:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.body.close()
+
+
+_CLIENT_LOCK = threading.Lock()
+
+
 @functools.cache
 def _client(endpoint: str | None):
     import boto3
@@ -155,7 +181,8 @@ def _client(endpoint: str | None):
 
 
 def _s3():
-    return _client(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+    with _CLIENT_LOCK:  # boto3's default session is not safe to create clients from in several threads at once
+        return _client(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
 
 
 @contextmanager

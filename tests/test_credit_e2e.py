@@ -115,6 +115,12 @@ def test_bad_rows_name_row_and_column(credit_stack, applications):
     r = _post(credit_stack, applications.drop(columns=["age"]).to_json(orient="records"), "application/json")
     assert r.status_code == 400
     assert "missing column(s) 'age'" in r.json()["error"]
+    records = json.loads(applications.to_json(orient="records"))
+    records[0]["housing"], records[1]["duration"] = ["own"], 10**400  # a list for a category, a number past float
+    r = _post(credit_stack, json.dumps(records[:1]), "application/json")
+    assert r.status_code == 400 and "row 1, column 'housing': unknown category ['own']" in r.json()["error"]
+    r = _post(credit_stack, json.dumps(records[1:2]), "application/json")
+    assert r.status_code == 400 and "column 'duration'" in r.json()["error"]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -48,10 +49,10 @@ def test_jsonpath_subset():
 
 
 def test_shards_are_disjoint_cover_everything_and_balance():
-    objects = [StoredObject(f"part-{i:03d}.csv", 10) for i in range(11)]
+    objects = [StoredObject(f"part-{i:03d}.csv", f"in/part-{i:03d}.csv", 10) for i in range(11)]
     shards = [shard(objects, i, 4) for i in range(4)]
-    keys = [o.key for s in shards for o in s]
-    assert sorted(keys) == sorted(o.key for o in objects) and len(set(keys)) == 11
+    names = [o.name for s in shards for o in s]
+    assert sorted(names) == sorted(o.name for o in objects) and len(set(names)) == 11
     assert {len(s) for s in shards} == {2, 3}
     assert shard(objects[::-1], 1, 4) == shards[1]  # by sorted key, whatever order the listing came in
     with pytest.raises(ValueError, match="shard index 4"):
@@ -166,7 +167,7 @@ def test_ten_thousand_credit_rows_multi_record_joined_to_the_input(batch_stack, 
     assert len(out) == 9999 and all(len(r) == len(apps.columns) + 2 for r in out)
     expected = direct_scores(batch_stack, csv_text(rows.head(5)))
     assert [r[-2:] for r in out[:5]] == expected  # the joined scores are the model's own
-    assert out[4999][:-2] == [str(v) for v in rows.iloc[5000]]  # line 5001 follows line 4999: nothing shifted
+    assert out[4999][:-2] == [str(v) for v in rows.iloc[5000]]  # the bad line left out, the rest in order
     failed = [json.loads(x) for x in (tmp_path / "out" / "apps.csv.failed").read_text().splitlines()]
     assert len(failed) == 1 and failed[0]["line"] == 5000 and failed[0]["status"] == 400
     assert "housing" in failed[0]["error"] and "castle" in failed[0]["error"]
@@ -221,7 +222,7 @@ def test_input_and_output_on_a_moto_s3_from_the_job_json(batch_stack, tmp_path, 
         part = apps.iloc[i * 40 : (i + 1) * 40].copy()
         part.insert(0, "id", [f"app-{i}-{n}" for n in range(40)])
         s3.put_object(Bucket="batch", Key=f"in/day-1/part-{i}.csv", Body=csv_text(part).encode())
-    request = create_transform_job_request("s3://batch/in/day-1", "s3://batch/out/day-1")
+    request = create_transform_job_request("s3://batch/in/day-1/", "s3://batch/out/day-1")
     (tmp_path / "job.json").write_text(json.dumps(request))
     summary = transform(batch_stack, "--job-json", str(tmp_path / "job.json"))
     assert summary["objects"] == 3 and summary["records"] == 120 and summary["failed"] == 0
@@ -231,4 +232,26 @@ def test_input_and_output_on_a_moto_s3_from_the_job_json(batch_stack, tmp_path, 
     rows = list(csv.reader(io.StringIO(body)))
     assert [r[0] for r in rows] == [f"app-1-{n}" for n in range(40)]  # the filtered-out id, joined back
     assert [r[1:] for r in rows[:3]] == direct_scores(batch_stack, csv_text(apps.iloc[40:43]))
-    assert Location.parse("s3://batch/in").objects()[0].key == "day-1/part-0.csv"
+    # S3Prefix matches key text, not folders: "in/day" takes in/day-1/...; names are relative to its folder.
+    listed = Location.parse("s3://batch/in/day").objects()
+    assert [(o.name, o.key) for o in listed[:1]] == [("day-1/part-0.csv", "in/day-1/part-0.csv")] and len(listed) == 3
+
+
+def test_jobs_that_cannot_work_fail_before_a_record_is_sent(batch_stack, tmp_path):
+    """A bad filter, a join without fields to append, no such model: one clear error, no .out written."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text(csv_text(load().drop(columns=["risk"]).head(3)))
+    base = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--content-type", "text/csv",
+            "--split-type", "Line"]  # fmt: skip
+    for extra, message in (
+        (["--model", "credit_risk", "--output-filter", "$[0"], "--output-filter: JSONPath '\\$\\[0'"),
+        (["--model", "credit_risk", "--join-source", "Input"], "needs --accept text/csv"),
+        (["--model", "credit_risk", "--max-payload-mb", "0"], "from 1 to 100"),
+        (["--model", "no_such_model"], "404"),
+    ):
+        out = subprocess.run([sys.executable, "-m", "server.cli", "transform", "--url", batch_stack.url, *base, *extra],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+        last = out.stderr.strip().splitlines()[-1]  # below the progress bar, on stderr
+        assert out.returncode != 0 and last.startswith("sagestack transform: "), out.stderr[-500:]
+        assert re.search(message, last), (message, out.stderr[-500:])
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

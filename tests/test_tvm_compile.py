@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,8 @@ def test_the_tuning_builder_keeps_its_workers_across_batches():
         workers.append({c.pid for c in psutil.Process().children()} - others)
     assert workers[0] == workers[1] and workers[0]  # the second batch ran in the first one's processes
     assert not workers[2] & workers[0]  # the third, past batches_per_pool, in fresh ones
+    builder.shutdown()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and {c.pid for c in psutil.Process().children()} & workers[2]:
+        time.sleep(0.1)
+    assert not {c.pid for c in psutil.Process().children()} & workers[2]  # and none outlives the tuning

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -33,18 +34,20 @@ def cmd_transform(args: argparse.Namespace) -> int:
                 raise JobError(f"{', '.join(missing)} required (or --job-json)")
             job = TransformJob(**given)
         with stack_url(args, job) as url:
-            probe = Endpoint(url, job.model, job.invocations_timeout_s, job.invocations_max_retries, 1)
+            token = args.auth_token or os.environ.get("SAGESTACK_AUTH_TOKEN")
+            probe = Endpoint(url, job.model, job.invocations_timeout_s, job.invocations_max_retries, 1, token)
             job = job.with_defaults(probe.execution_parameters())
             endpoint = Endpoint(url, job.model, job.invocations_timeout_s, job.invocations_max_retries,
-                                job.max_concurrent_transforms or 1)  # fmt: skip
+                                job.max_concurrent_transforms or 1, token)  # fmt: skip
             summary = _with_progress(job, endpoint, args)
-    except (JobError, StorageError, EndpointError, ValueError) as exc:
+    except (JobError, StorageError, EndpointError, RuntimeError, ValueError) as exc:
         raise SystemExit(f"sagestack transform: {exc}") from None
     print(json.dumps({"job": job.name, **summary.as_dict()}))
     return 1 if summary.failed and args.fail_on_record_error else 0
 
 
 def _with_progress(job, endpoint, args):
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from server.storage import Location
@@ -53,7 +56,7 @@ def _with_progress(job, endpoint, args):
     total = len(shard(Location.parse(job.input).objects(), args.shard_index, args.shard_count))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("objects"),
                TextColumn("{task.fields[records]} records ({task.fields[rate]}/s)"), TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, transient=False, console=None) as progress:
+    with Progress(*columns, console=Console(stderr=True)) as progress:  # stdout keeps the JSON summary alone
         task = progress.add_task(f"transform {job.model}", total=total, records=0, rate="-")
         counts = {"records": 0}
 
@@ -100,13 +103,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--split-type", choices=SPLIT_TYPES, help="None (default): an object is one record; Line")
     t.add_argument("--batch-strategy", choices=BATCH_STRATEGIES, help="default: the container's execution parameters")
     t.add_argument("--max-payload-mb", type=int, help="MaxPayloadInMB of one request (default: the container's)")
-    t.add_argument("--max-concurrent-transforms", type=int, help="requests in flight (default: the container's)")
+    t.add_argument(
+        "--max-concurrent-transforms",
+        type=int,
+        help="objects transformed at once, each one's requests in order (default: the container's)",
+    )
     t.add_argument("--assemble-with", choices=ASSEMBLY, help="None (default): answers as they come; Line: one a line")
     t.add_argument("--accept", help="Accept: the answers' content type")
     t.add_argument("--input-filter", help="JSONPath applied to each record before it is sent (e.g. '$[1:]')")
     t.add_argument("--output-filter", help="JSONPath applied to each (joined) output record (e.g. '$[0,-1]')")
     t.add_argument("--join-source", choices=JOIN_SOURCES, help="Input: each output joined to its input record")
     t.add_argument("--url", help="a running stack; without it, one is started on --model-dir")
+    t.add_argument("--auth-token", help="the stack's SAGESTACK_AUTH_TOKEN (default: that variable)")
     t.add_argument("--model-dir", type=Path, default=Path("build/model"), help="for the stack started here")
     t.add_argument("--shard-index", type=int, default=0, help="this worker's share of the objects (Indexed Job)")
     t.add_argument("--shard-count", type=int, default=1, help="how many workers share the objects")

@@ -50,14 +50,37 @@ class TransformJob:
                 raise JobError(f"{flag} {value!r}: choose from {', '.join(allowed)}")
         if self.batch_strategy is not None and self.batch_strategy not in BATCH_STRATEGIES:
             raise JobError(f"--batch-strategy {self.batch_strategy!r}: choose from {', '.join(BATCH_STRATEGIES)}")
-        for value, flag in ((self.max_payload_mb, "--max-payload-mb"), (self.max_concurrent_transforms,
-                            "--max-concurrent-transforms")):  # fmt: skip
-            if value is not None and value < 1:
-                raise JobError(f"{flag} must be at least 1, got {value}")
+        for value, flag, high in ((self.max_payload_mb, "--max-payload-mb", 100),
+                                  (self.max_concurrent_transforms, "--max-concurrent-transforms", 1024)):  # fmt: skip
+            if value is not None and (not isinstance(value, int) or not 1 <= value <= high):
+                raise JobError(f"{flag} must be a whole number from 1 to {high} (SageMaker's 0, streaming, is not "
+                               f"taken), got {value!r}")  # fmt: skip
         if not 0 <= self.invocations_max_retries <= 3:
             raise JobError(f"InvocationsMaxRetries must be 0-3, got {self.invocations_max_retries}")
         if self.batch_strategy == "MultiRecord" and self.split_type == "None":
             raise JobError("--batch-strategy MultiRecord needs --split-type Line (records to put together)")
+        self._check_processing()
+
+    def _check_processing(self) -> None:
+        """Filters and a join that could never work fail the job before any record is sent."""
+        from transform.jsonpath import JsonPathError, parse
+        from transform.records import fmt
+
+        for path, flag in ((self.input_filter, "--input-filter"), (self.output_filter, "--output-filter")):
+            if path is None:
+                continue
+            try:
+                parse(path)
+            except JsonPathError as exc:
+                raise JobError(f"{flag}: {exc}") from None
+        uses_records = self.input_filter is not None or self.join_source == "Input"
+        if uses_records and fmt(self.content_type) == "raw":
+            raise JobError(f"--input-filter and --join-source Input need text/csv or JSON records, not "
+                           f"{self.content_type or 'an unnamed content type'}")  # fmt: skip
+        if self.join_source == "Input" and fmt(self.content_type) == "csv" and fmt(self.accept) != "csv":
+            raise JobError("--join-source Input with text/csv records needs --accept text/csv (fields to append)")
+        if self.output_filter is not None and self.accept and fmt(self.accept) == "raw" and self.join_source != "Input":
+            raise JobError(f"--output-filter needs CSV or JSON answers, not --accept {self.accept}")
 
     def with_defaults(self, execution_parameters: dict[str, Any]) -> TransformJob:
         """The job with the container's /execution-parameters filling what it leaves unset, as SageMaker does."""
@@ -116,9 +139,14 @@ def from_request(request: dict[str, Any], **overrides: Any) -> TransformJob:
         }
     except KeyError as exc:
         raise JobError(f"the job JSON lacks {exc.args[0]!r} (CreateTransformJob's request shape)") from None
+    except (TypeError, AttributeError):
+        raise JobError("the job JSON does not have CreateTransformJob's request shape") from None
     known = {f.name for f in fields(TransformJob)}
     values.update({k: v for k, v in overrides.items() if v is not None and k in known})
-    return TransformJob(**values)
+    try:
+        return TransformJob(**values)
+    except TypeError as exc:
+        raise JobError(f"the job JSON has a value of the wrong type: {exc}") from None
 
 
 def load_request(path: Path) -> dict[str, Any]:

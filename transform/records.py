@@ -112,13 +112,15 @@ def split_answer(body: bytes, content_type: str | None, n: int) -> list[bytes]:
     """The answer to a request of n records, one part per record (in the answer's own format)."""
     kind = fmt(content_type)
     base = (content_type or "").split(";")[0].strip().lower()
+    if n == 1:  # one record's answer is its whole body, however many lines it has, as SageMaker writes it
+        return [body.rstrip(b"\r\n")] if kind != "raw" else [body]
     if kind == "csv" or base in ("application/jsonlines", "application/x-jsonlines"):
         parts = [line for line in lines(io.BytesIO(body)) if line.strip()]
-    elif kind == "json" and n > 1:
+    elif kind == "json":
         value = parse(body, "json")
         items = value.get("predictions") if isinstance(value, dict) else value
         parts = [dump(v, "json") for v in items] if isinstance(items, list) else [body]
-    else:  # one record's answer is the whole body, as SageMaker writes it
+    else:
         parts = [body]
     if len(parts) != n:
         raise RecordError(f"the answer holds {len(parts)} records for the {n} sent ({content_type})")

@@ -2,10 +2,12 @@
 
 Each input object becomes `<output>/<key>.out`, written whole when the object is done, so a rerun skips what
 is finished (resume). Objects go through at most MaxConcurrentTransforms at a time, each one's requests in
-order. A request the model refuses is re-sent record by record, so one bad record loses only itself: it goes
-to `<output>/<key>.failed` (JSON lines: the line number, the status and the model's error) and the rest of
-the object is written. Transient failures (5xx, a dropped connection) are retried InvocationsMaxRetries times;
-a stack that stays unreachable stops the job, and the rerun resumes it.
+order. A request the model refuses (a 4xx or a handler's 500) is re-sent record by record, so one bad record
+loses only itself: it goes to `<output>/<key>.failed` (JSON lines: the line number, the status and the
+model's error) and the rest of the object is written, in order, without it (SageMaker would fail the whole
+job instead). Transient
+failures (502-504, a dropped connection) are retried InvocationsMaxRetries times; then, or on an answer that
+says the job itself is wrong (401, 403, 404: no such model), the job stops, and a rerun resumes it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from transform.job import TransformJob
 from transform.records import Record, RecordError, Rejected
 
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
-RETRY_STATUSES = (500, 502, 503, 504)
+RETRY_STATUSES = (502, 503, 504)  # the stack busy or restarting: worth another try, never a record's fault
+JOB_STATUSES = (401, 403, 404)  # no token, or no such model: every record would fail the same way
 
 
 class EndpointError(RuntimeError):
@@ -50,17 +53,29 @@ class Answer:
 class Endpoint:
     """The stack's /invocations for one model, with the job's timeout and retries (urllib3: it ships with boto3)."""
 
-    def __init__(self, url: str, model: str, timeout_s: float, retries: int, connections: int) -> None:
+    def __init__(self, url: str, model: str, timeout_s: float, retries: int, connections: int,
+                 token: str | None = None) -> None:  # fmt: skip
         import urllib3
 
         self.url, self.model, self.retries = url.rstrip("/"), model, retries
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = urllib3.PoolManager(maxsize=connections, block=True, retries=False,
                                         timeout=urllib3.Timeout(connect=10, read=timeout_s))  # fmt: skip
 
     def execution_parameters(self) -> dict[str, Any]:
         """GET /execution-parameters (an empty dict from a container that does not serve it)."""
         answer = self._call("GET", "/execution-parameters", None, {})
-        return json.loads(answer.body) if answer.status == 200 else {}
+        if answer.status == 404:
+            return {}
+        if answer.status != 200:
+            raise EndpointError(f"{self.url}/execution-parameters: {answer.status} {answer.error}")
+        try:
+            params = json.loads(answer.body)
+        except ValueError:
+            params = None
+        if not isinstance(params, dict):
+            raise EndpointError(f"{self.url}/execution-parameters: not a JSON object: {answer.body[:200]!r}")
+        return params
 
     def invoke(self, body: bytes, content_type: str | None, accept: str | None) -> Answer:
         headers = {CUSTOM_ATTRIBUTES: f"tfs-model-name={self.model}"}
@@ -75,15 +90,19 @@ class Endpoint:
 
         for attempt in range(self.retries + 1):
             try:
-                r = self.http.request(method, self.url + path, body=body, headers=headers)
+                r = self.http.request(method, self.url + path, body=body, headers={**self.auth, **headers})
             except urllib3.exceptions.HTTPError as exc:
-                if attempt == self.retries:
-                    raise EndpointError(f"{self.url}{path}: {exc}") from None
+                last = str(exc)
             else:
-                if r.status not in RETRY_STATUSES or attempt == self.retries:
-                    return Answer(r.status, r.headers.get("Content-Type"), r.data)
-            time.sleep(min(0.5 * 2**attempt, 5.0))
-        raise AssertionError("unreachable")
+                answer = Answer(r.status, r.headers.get("Content-Type"), r.data)
+                if answer.status in JOB_STATUSES:
+                    raise EndpointError(f"{self.url}{path}: {answer.status} {answer.error}")
+                if answer.status not in RETRY_STATUSES:
+                    return answer
+                last = f"{answer.status} {answer.error}"
+            if attempt < self.retries:
+                time.sleep(min(0.5 * 2**attempt, 5.0))
+        raise EndpointError(f"{self.url}{path}: {last}, after {self.retries} retries")
 
 
 @dataclass
@@ -102,11 +121,11 @@ class Summary:
 
 
 def shard(objects: list[StoredObject], index: int, count: int) -> list[StoredObject]:
-    """The objects completion `index` of `count` takes (a Kubernetes Indexed Job): every count-th by sorted key,
+    """The objects completion `index` of `count` takes (a Kubernetes Indexed Job): every count-th by sorted name,
     so the shards are disjoint, cover everything, and differ in size by at most one object."""
     if not 0 <= index < count:
         raise ValueError(f"shard index {index} is not in 0..{count - 1}")
-    return sorted(objects, key=lambda o: o.key)[index::count]
+    return sorted(objects, key=lambda o: o.name)[index::count]
 
 
 def run(job: TransformJob, endpoint: Endpoint, shard_index: int = 0, shard_count: int = 1,
@@ -115,28 +134,33 @@ def run(job: TransformJob, endpoint: Endpoint, shard_index: int = 0, shard_count
     finished object ("object") and record ("records")."""
     source, target = Location.parse(job.input), Location.parse(job.output)
     objects = shard(source.objects(), shard_index, shard_count)
-    single_file = len(objects) == 1 and objects[0].key == ""
     summary = Summary(objects=len(objects))
     started = time.monotonic()
     report = on_progress or (lambda kind, n: None)
+    stop = threading.Event()
 
     def one(obj: StoredObject) -> None:
-        name = Path(source.path).name if single_file else obj.key
-        if target.exists(f"{name}.out"):
+        if stop.is_set():
+            return
+        if target.exists(f"{obj.name}.out"):
             with summary.lock:
                 summary.skipped += 1
             report("object", 1)
             return
-        with source.open(obj.key) as stream:
-            done, failures = transform_object(job, endpoint, stream, target, name, lambda n: report("records", n))
+        with source.open(obj) as stream:
+            done, failures = transform_object(job, endpoint, stream, target, obj.name, lambda n: report("records", n))
         with summary.lock:
             summary.records += done
             summary.failed += len(failures)
         report("object", 1)
 
-    with ThreadPoolExecutor(job.max_concurrent_transforms or 1) as pool:
+    pool = ThreadPoolExecutor(job.max_concurrent_transforms or 1)
+    try:
         for future in [pool.submit(one, obj) for obj in objects]:
             future.result()  # an EndpointError or StorageError stops the job; a rerun resumes it
+    finally:
+        stop.set()  # the objects not started yet are not started
+        pool.shutdown(wait=True, cancel_futures=True)
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -159,9 +183,9 @@ def transform_object(job: TransformJob, endpoint: Endpoint, stream: IO[bytes], t
                 done += 1
             on_records(len(batch))
         out.flush()
+        if failures:  # before the .out, whose presence tells a rerun the object is done
+            target.write_bytes(f"{name}.failed", b"".join(json.dumps(f).encode() + b"\n" for f in failures))
         target.write_file(f"{name}.out", Path(out.name), job.accept)
-    if failures:
-        target.write_bytes(f"{name}.failed", b"".join(json.dumps(f).encode() + b"\n" for f in failures))
     return done, failures
 
 
@@ -177,7 +201,8 @@ def _diverting(items: Iterable[Record | Rejected], failures: list[dict[str, Any]
 def _answers(job: TransformJob, endpoint: Endpoint, batch: list[Record],
              kind: str) -> Iterator[tuple[Record, bytes, dict[str, Any] | None]]:  # fmt: skip
     """(record, what to write for it, error) for each record of the request; a refused request of several
-    records is sent again record by record."""
+    records (a 4xx, a handler's 500, or an answer that does not split back per record) is sent again record by
+    record. The stack busy or down past the retries is an EndpointError from `Endpoint`, which stops the job."""
     answer = endpoint.invoke(records.payload(batch), job.content_type, job.accept)
     if answer.status == 200:
         try:
@@ -196,7 +221,8 @@ def _answers(job: TransformJob, endpoint: Endpoint, batch: list[Record],
 
 def _pieces(job: TransformJob, batch: list[Record], answer: Answer,
             kind: str) -> list[tuple[Record, bytes, None]]:  # fmt: skip
-    line_end = b"\n" if job.assemble_with == "Line" else b""
+    # Pieces split from one answer keep a line each, as the answer had them, whatever the assembly.
+    line_end = b"\n" if job.assemble_with == "Line" or len(batch) > 1 else b""
     per_record = job.join_source == "Input" or job.output_filter is not None or job.assemble_with == "Line"
     if not per_record:
         return [(batch[0], answer.body, None)] + [(r, b"", None) for r in batch[1:]]

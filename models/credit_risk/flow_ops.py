@@ -87,17 +87,26 @@ def _require(table: Table, columns: list[str], step: dict[str, Any]) -> None:
 def _unknown(table: Table, column: str, allowed: list[Any], step: dict[str, Any]) -> None:
     known = set(allowed)
     for pos, value in enumerate(table[column].tolist()):
-        if value not in known:
+        if not _hashable(value) or value not in known:
             raise FlowError(
                 f"{_label(step)}: row {pos + 1}, column '{column}': unknown category {value!r} "
                 f"(known: {', '.join(map(str, allowed))})"
             )
 
 
+def _hashable(value: Any) -> bool:
+    """A client's list or object where a category belongs is an unknown category, not a crash."""
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _number(value: Any) -> float:
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return math.nan
 
 

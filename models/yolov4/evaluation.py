@@ -34,7 +34,7 @@ def evaluation(shape: list[int]) -> Evaluation:
 
     return Evaluation(
         name=f"detection agreement with the uncompiled model (IoU {IOU_MATCH})",
-        prepare=lambda image: letterbox(image, size)[0][None],
+        prepare=lambda image: np.repeat(letterbox(image, size)[0][None], shape[0], axis=0),  # the compiled batch
         images=packaged_photos(),
         score=score,
         key="f1",
