@@ -1,13 +1,13 @@
 """Runs a batch transform job against a running stack, as SageMaker's transform agent drives the container.
 
 Each input object becomes `<output>/<key>.out`, written whole when the object is done, so a rerun skips what
-is finished (resume). Objects go through at most MaxConcurrentTransforms at a time, each one's requests in
-order. A request the model refuses (a 4xx or a handler's 500) is re-sent record by record, so one bad record
-loses only itself: it goes to `<output>/<key>.failed` (JSON lines: the line number, the status and the
-model's error) and the rest of the object is written, in order, without it (SageMaker would fail the whole
-job instead). Transient
-failures (502-504, a dropped connection) are retried InvocationsMaxRetries times; then, or on an answer that
-says the job itself is wrong (401, 403, 404: no such model), the job stops, and a rerun resumes it.
+is finished (resume). At most MaxConcurrentTransforms requests are in flight, across objects and within one
+(pipelined, and written back in order). A request the model refuses (a 4xx or a handler's 500) is re-sent
+record by record, so one bad record loses only itself: it goes to `<output>/<key>.failed` (JSON lines: the
+line number, the status and the model's error) and the rest of the object is written, in order, without it
+(SageMaker would fail the whole job instead). Transient failures (502-504, a dropped connection) are
+retried InvocationsMaxRetries times; then, or on an answer that says the job itself is wrong (401, 403,
+404: no such model), the job stops, and a rerun resumes it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import json
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -59,6 +60,7 @@ class Endpoint:
 
         self.url, self.model, self.retries = url.rstrip("/"), model, retries
         self.auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self.slots = threading.BoundedSemaphore(connections)  # requests in flight, across every object
         self.http = urllib3.PoolManager(maxsize=connections, block=True, retries=False,
                                         timeout=urllib3.Timeout(connect=10, read=timeout_s))  # fmt: skip
 
@@ -90,7 +92,8 @@ class Endpoint:
 
         for attempt in range(self.retries + 1):
             try:
-                r = self.http.request(method, self.url + path, body=body, headers={**self.auth, **headers})
+                with self.slots:
+                    r = self.http.request(method, self.url + path, body=body, headers={**self.auth, **headers})
             except urllib3.exceptions.HTTPError as exc:
                 last = str(exc)
             else:
@@ -173,15 +176,31 @@ def transform_object(job: TransformJob, endpoint: Endpoint, stream: IO[bytes], t
     good = _diverting(records.filtered(records.read(stream, job.split_type), job.input_filter, kind), failures)
     max_bytes = int((job.max_payload_mb or 6) * 1024 * 1024)
     done = 0
+    window = job.max_concurrent_transforms or 1
+    pending: deque[Future] = deque()
+    pool = ThreadPoolExecutor(window)  # this object's requests pipelined, written back in order
+
+    def write(future: Future) -> None:
+        nonlocal done
+        answers = future.result()
+        for record, piece, error in answers:
+            if error is not None:
+                failures.append({"line": record.line, **error})
+                continue
+            out.write(piece)
+            done += 1
+        on_records(len(answers))
+
     with tempfile.NamedTemporaryFile(prefix="sagestack-transform-", suffix=".out") as out:
-        for batch in records.batches(good, max_bytes, job.batch_strategy == "MultiRecord"):
-            for record, piece, error in _answers(job, endpoint, batch, kind):
-                if error is not None:
-                    failures.append({"line": record.line, **error})
-                    continue
-                out.write(piece)
-                done += 1
-            on_records(len(batch))
+        try:
+            for batch in records.batches(good, max_bytes, job.batch_strategy == "MultiRecord"):
+                pending.append(pool.submit(lambda b=batch: list(_answers(job, endpoint, b, kind))))
+                if len(pending) >= window:
+                    write(pending.popleft())
+            while pending:
+                write(pending.popleft())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         out.flush()
         if failures:  # before the .out, whose presence tells a rerun the object is done
             target.write_bytes(f"{name}.failed", b"".join(json.dumps(f).encode() + b"\n" for f in failures))
