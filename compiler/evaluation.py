@@ -11,6 +11,7 @@ outputs read: the module gives `evaluation(shape) -> Evaluation`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import statistics
@@ -37,12 +38,20 @@ class Evaluation:
     key: str
     bar: float
 
-    def measure(self, reference: Callable[[np.ndarray], list[np.ndarray]],
-                candidate: Callable[[np.ndarray], list[np.ndarray]]) -> dict[str, Any]:  # fmt: skip
-        """The score's mean over the images, and whether `key` reaches the bar."""
-        per_image = {}
-        for path, x in zip(self.images, load_inputs(self.images, self.prepare), strict=True):
-            per_image[path.name] = self.score(reference(x), candidate(x))
+    @functools.cached_property
+    def inputs(self) -> list[np.ndarray]:
+        """The prepared images, decoded once for every candidate of a job."""
+        return load_inputs(self.images, self.prepare)
+
+    def outputs(self, run: Callable[[np.ndarray], list[np.ndarray]]) -> list[list[np.ndarray]]:
+        return [run(x) for x in self.inputs]
+
+    def measure(self, reference: list[list[np.ndarray]], candidate: Callable[[np.ndarray], list[np.ndarray]]
+                ) -> dict[str, Any]:  # fmt: skip
+        """The score of the candidate against the reference's `outputs` (computed once a job), its mean over
+        the images, and whether `key` reaches the bar."""
+        pairs = zip(self.images, reference, self.outputs(candidate), strict=True)
+        per_image = {path.name: self.score(want, got) for path, want, got in pairs}
         means = {
             k: round(statistics.fmean(v[k] for v in per_image.values()), 4) for k in next(iter(per_image.values()))
         }

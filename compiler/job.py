@@ -51,7 +51,7 @@ def parity(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
 
 
 def candidate(kind: str, job: BuildJob, reference: np.ndarray, runs: int, evaluation: Evaluation | None = None,
-              reference_fn: Callable[[np.ndarray], list[np.ndarray]] | None = None) -> dict[str, Any]:  # fmt: skip
+              reference_outputs: list[list[np.ndarray]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Build one backend, then check and time it here (a build for another CPU is recorded, not verified)."""
     backend = backend_module(kind)
     started = time.perf_counter()
@@ -65,8 +65,8 @@ def candidate(kind: str, job: BuildJob, reference: np.ndarray, runs: int, evalua
     got = runner(job.example)[0]
     record["latency_ms"] = median_ms(lambda: runner(job.example), runs)
     record["parity"] = parity(got, reference)
-    if evaluation is not None and reference_fn is not None:
-        record["agreement"] = evaluation.measure(reference_fn, runner)
+    if evaluation is not None and reference_outputs is not None:
+        record["agreement"] = evaluation.measure(reference_outputs, runner)
     return record
 
 
@@ -172,12 +172,13 @@ def compile_model(
         with torch.inference_mode():
             return [module(torch.from_numpy(x)).numpy()]
 
+    reference_outputs = evaluation.outputs(reference_fn) if evaluation else None  # once, for every candidate
     candidates = []
     for backend, backend_precision in plan:
         log(f"building {backend} for {tgt.name} ({tgt.arch}), {backend_precision}")
         try:
             built = candidate(backend, replace(job, precision=backend_precision), reference, runs, evaluation,
-                              reference_fn)  # fmt: skip
+                              reference_outputs)  # fmt: skip
             candidates.append(built)
         except Exception as exc:  # a backend that cannot build this model is a result, not a crash
             candidates.append({"backend": backend, "precision": backend_precision,
