@@ -50,17 +50,18 @@ def _with_progress(job, endpoint, args):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from server.storage import Location
-    from transform.run import run, shard
+    from transform.run import run
 
-    total = len(shard(Location.parse(job.input).objects(), args.shard_index, args.shard_count))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("objects"),
                TextColumn("{task.fields[records]} records ({task.fields[rate]}/s)"), TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, console=Console(stderr=True)) as progress:  # stdout keeps the JSON summary alone
-        task = progress.add_task(f"transform {job.model}", total=total, records=0, rate="-")
+        task = progress.add_task(f"transform {job.model}", total=None, records=0, rate="-")
         counts = {"records": 0}
 
         def on_progress(kind: str, n: int) -> None:
+            if kind == "objects":  # the listing, made once by run()
+                progress.update(task, total=n)
+                return
             if kind == "object":
                 progress.advance(task, n)
                 return

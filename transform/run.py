@@ -133,13 +133,14 @@ def shard(objects: list[StoredObject], index: int, count: int) -> list[StoredObj
 
 def run(job: TransformJob, endpoint: Endpoint, shard_index: int = 0, shard_count: int = 1,
         on_progress: Callable[[str, int], None] | None = None) -> Summary:  # fmt: skip
-    """Transform every input object (of this shard) not yet done; `on_progress(kind, n)` hears of each
-    finished object ("object") and record ("records")."""
+    """Transform every input object (of this shard) not yet done; `on_progress(kind, n)` hears how many objects
+    there are ("objects"), then of each finished object ("object") and record ("records")."""
     source, target = Location.parse(job.input), Location.parse(job.output)
     objects = shard(source.objects(), shard_index, shard_count)
     summary = Summary(objects=len(objects))
     started = time.monotonic()
     report = on_progress or (lambda kind, n: None)
+    report("objects", len(objects))
     stop = threading.Event()
 
     def one(obj: StoredObject) -> None:
