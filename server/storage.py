@@ -15,7 +15,7 @@ import functools
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,12 +120,7 @@ class Location:
             with _s3_errors(self.uri_of(key)):
                 _s3().upload_file(str(local), self.bucket, self.child(key), ExtraArgs=extra)
             return self.uri_of(key)
-        target = Path(self.child(key))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")
-        shutil.copyfile(local, partial)
-        os.replace(partial, target)
-        return str(target)
+        return self._replace_local(key, lambda partial: shutil.copyfile(local, partial))
 
     def write_bytes(self, key: str, data: bytes, content_type: str | None = None) -> str:
         if self.is_s3:
@@ -133,10 +128,14 @@ class Location:
             with _s3_errors(self.uri_of(key)):
                 _s3().put_object(Bucket=self.bucket, Key=self.child(key), Body=data, **extra)
             return self.uri_of(key)
+        return self._replace_local(key, lambda partial: partial.write_bytes(data))
+
+    def _replace_local(self, key: str, fill: Callable[[Path], object]) -> str:
+        """Write `key` beside its name, then rename it in: a reader sees the whole file or none."""
         target = Path(self.child(key))
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial")
-        partial.write_bytes(data)
+        fill(partial)
         os.replace(partial, target)
         return str(target)
 
