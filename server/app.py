@@ -1,21 +1,26 @@
 """The Falcon app gunicorn runs: small resources over the Gateway, errors always JSON.
 
 Routes: /ping, /invocations, /endpoints/{name}/invocations (what boto3's invoke_endpoint calls),
+/endpoints/{name}/async-invocations (invoke_endpoint_async),
 /models... (multi-model endpoints), /metrics and /openapi.json (the OpenAPI 3 document of these).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import importlib.resources
 import json
 import logging
+import tempfile
 import time
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import falcon
 
-from server import metrics, request_log
+from server import async_inference, handlers, metrics, request_log
+from server.async_queue import AsyncQueue, AsyncRequest
 from server.errors import ApiError
 from server.gateway import COMPILED_SUFFIX, Gateway
 from server.handler_kit import ClientError, json_body
@@ -69,11 +74,26 @@ class ExecutionParameters:
         }).encode()  # fmt: skip
 
 
+def spool_body(req: falcon.Request, limit: int, in_memory: int, folder: Path) -> IO[bytes]:
+    """An async request's input (up to 1 GB): kept in memory up to `in_memory` bytes, past that in a file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spooled = tempfile.SpooledTemporaryFile(max_size=in_memory, dir=folder)
+    total = 0
+    while chunk := req.bounded_stream.read(1 << 20):
+        total += len(chunk)
+        if total > limit:
+            spooled.close()
+            raise ApiError(413, f"request body exceeds {limit:,} bytes")
+        spooled.write(chunk)
+    return spooled
+
+
 class Invocations:
     """POST /invocations, /endpoints/{endpoint}/invocations and /models/{name}/invoke."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, queue: AsyncQueue | None) -> None:
         self.gateway = gateway
+        self.queue = queue
 
     def on_post(
         self, req: falcon.Request, resp: falcon.Response, endpoint: str | None = None, name: str | None = None
@@ -86,13 +106,51 @@ class Invocations:
         req.context.model = target.model
         metrics.in_flight(target.model).inc()
         req.context.in_flight = True
-        body = read_body(req, settings.max_payload_bytes)
+        running = self._async_request(req.get_header(async_inference.ASYNC_ID))
+        body: handlers.Body
+        if running is None:
+            body = read_body(req, settings.max_payload_bytes)
+        else:  # the dispatcher running an async request: its input may be up to 1 GB, its deadline its own
+            target = dataclasses.replace(target, timeout=float(running.invocation_timeout))
+            body = spool_body(req, async_inference.MAX_INPUT_BYTES, settings.max_payload_bytes,
+                              settings.run_dir / "async" / "spool")  # fmt: skip
         timings: RequestTimings = req.context.timings
-        resp.data, resp.content_type = self.gateway.invoke(
-            target, body, req.content_type, req.get_header("Accept"), timings
-        )
+        try:
+            resp.data, resp.content_type = self.gateway.invoke(
+                target, body, req.content_type, req.get_header("Accept"), timings
+            )
+        finally:
+            if not isinstance(body, bytes):
+                body.close()
         resp.set_header(SERVED_BY, target.model)  # which model (or variant) answered
         resp.set_header(VARIANT, "compiled" if target.model.endswith(COMPILED_SUFFIX) else "default")
+
+    def _async_request(self, inference_id: str | None) -> AsyncRequest | None:
+        """The async request this call runs, when the dispatcher makes it (the id must be running in the queue)."""
+        if inference_id is None or self.queue is None:
+            return None
+        return self.queue.running(inference_id)
+
+
+class AsyncInvocations:
+    """POST /endpoints/{endpoint}/async-invocations (InvokeEndpointAsync): checked, queued on disk, answered 202.
+
+    server.async_dispatcher runs it later through /invocations and writes the answer where the headers say."""
+
+    def __init__(self, gateway: Gateway, queue: AsyncQueue | None) -> None:
+        self.gateway = gateway
+        self.queue = queue
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, endpoint: str) -> None:
+        request = async_inference.parse(req.get_header, self.gateway.settings)
+        req.context.model = self.gateway.target(request.custom_attributes).model  # an unknown model fails now
+        assert self.queue is not None  # parse() refuses when async inference is not configured
+        if not self.queue.submit(request):
+            raise ApiError(409, f"InferenceId {request.inference_id!r} is already queued or running")
+        resp.status = 202
+        resp.media = {"InferenceId": request.inference_id}
+        resp.set_header(async_inference.OUTPUT_LOCATION, request.output_location)
+        resp.set_header(async_inference.FAILURE_LOCATION, request.failure_location)
 
 
 class Models:
@@ -142,11 +200,12 @@ class OpenApi:
 
 
 class Metrics:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, queue: AsyncQueue | None) -> None:
         self.gateway = gateway
+        self.queue = queue
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.data = metrics.render(self.gateway.table())
+        resp.data = metrics.render(self.gateway.table(), self.queue.stats() if self.queue else None)
         resp.content_type = metrics.CONTENT_TYPE
 
 
@@ -244,6 +303,7 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     if not isinstance(settings, Settings):
         settings = Settings.load(settings) if settings else Settings.from_env()
     gateway = Gateway(settings)
+    queue = AsyncQueue(settings.async_queue_file) if settings.async_enabled else None
     middleware: list[Any] = [RequestMetrics(settings.access_log)]
     if settings.auth_token:
         middleware.append(BearerAuth(settings.auth_token))
@@ -254,13 +314,15 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     app.add_error_handler(ApiError, _api_error)
     app.add_error_handler(ClientError, _client_error)
     app.add_route("/ping", Ping(gateway))
-    app.add_route("/invocations", Invocations(gateway))
-    app.add_route("/endpoints/{endpoint}/invocations", Invocations(gateway))
-    app.add_route("/models/{name}/invoke", Invocations(gateway))
+    invocations = Invocations(gateway, queue)
+    app.add_route("/invocations", invocations)
+    app.add_route("/endpoints/{endpoint}/invocations", invocations)
+    app.add_route("/endpoints/{endpoint}/async-invocations", AsyncInvocations(gateway, queue))
+    app.add_route("/models/{name}/invoke", invocations)
     models = Models(gateway)
     app.add_route("/models", models)
     app.add_route("/models/{name}", models, suffix="one")
-    app.add_route("/metrics", Metrics(gateway))
+    app.add_route("/metrics", Metrics(gateway, queue))
     app.add_route("/execution-parameters", ExecutionParameters(gateway))
     app.add_route("/openapi.json", OpenApi())
     return app

@@ -76,7 +76,9 @@ class ControlServer:
         self.server.server_close()
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a unix socket (the control socket, gunicorn's socket)."""
+
     def __init__(self, path: Path, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self.unix_path = str(path)
@@ -88,7 +90,7 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def request(path: Path, method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 600) -> Reply:
-    conn = _UnixConnection(path, timeout)
+    conn = UnixConnection(path, timeout)
     try:
         data = json.dumps(body).encode() if body is not None else None
         conn.request(method, url, body=data, headers={"Content-Type": "application/json"})

@@ -57,6 +57,7 @@ class Target:
     version: int | None
     method: str
     attributes: str
+    timeout: float  # the runtime call's deadline: SAGEMAKER_GUNICORN_TIMEOUT_SECONDS, or an async request's own
 
 
 class Gateway:
@@ -100,7 +101,7 @@ class Gateway:
         method = attrs.get("tfs-method", "predict")
         if method not in METHODS:
             raise bad_request(f"tfs-method '{method}' must be one of {', '.join(METHODS)}")
-        return Target(name, version, method, raw_attributes or "")
+        return Target(name, version, method, raw_attributes or "", self.timeout)
 
     def _variant(self, name: str, compiled: str | None, table: RouteTable) -> str:
         """A model with a compiled twin (`<name>_compiled`) is one endpoint with two variants.
@@ -144,15 +145,15 @@ class Gateway:
 
     # ---- invocation --------------------------------------------------------------------------
     def invoke(
-        self, target: Target, body: bytes, content_type: str | None, accept: str | None, timings: RequestTimings
+        self, target: Target, body: handlers.Body, content_type: str | None, accept: str | None, timings: RequestTimings
     ) -> tuple[bytes, str]:
         ctype = codecs.media_type(content_type)
         code = self.handlers(target.model)
         if code is None:
             if ctype in codecs.HANDLER_TYPES:
                 raise ApiError(415, f"model '{target.model}' has no handler for content type '{ctype}'")
-            return self._default(target, body, ctype, accept, timings)
-        ctx = self._context(target, ctype, accept, len(body), timings)
+            return self._default(target, handlers.whole(body), ctype, accept, timings)
+        ctx = self._context(target, ctype, accept, handlers.length(body), timings)
         if code.handler is not None:
             with timings.phase("handler"):
                 return _as_reply(self._call(target, code.handler, "handler", handlers.as_stream(body), ctx))
@@ -160,7 +161,7 @@ class Gateway:
             if code.input_handler is not None:
                 request = self._call(target, code.input_handler, "input_handler", handlers.as_stream(body), ctx)
             else:
-                request = codecs.decode(body, ctype)
+                request = codecs.decode(handlers.whole(body), ctype)
         with timings.phase("runtime"):
             result, outputs = self._run(target, _request_dict(request))
         with timings.phase("output"):
@@ -197,7 +198,7 @@ class Gateway:
         return ({"predictions": predictions(outputs)} if row else {"outputs": columnar(outputs)}), outputs
 
     def signature(self, target: Target, name: str | None):
-        versioned = self._grpc(target, lambda: self.runtimes.signatures(target.model, target.version, self.timeout))
+        versioned = self._grpc(target, lambda: self.runtimes.signatures(target.model, target.version, target.timeout))
         sig_name = name or "serving_default"
         sig = versioned.signatures.get(sig_name)
         if sig is None:
@@ -217,7 +218,7 @@ class Gateway:
             for key, value in inputs.items():
                 spec = sig.inputs.get(key)
                 request.inputs[key].CopyFrom(to_proto(value, spec.dtype if spec else None))
-            response = self._grpc(target, lambda: pool.call("Predict", request, self.timeout))
+            response = self._grpc(target, lambda: pool.call("Predict", request, target.timeout))
             return {k: from_proto(v) for k, v in response.outputs.items()}
 
         key = batch_key(target.model, target.version, sig, arrays)
@@ -232,7 +233,7 @@ class Gateway:
         _spec(message.model_spec, target, request.get("signature_name") or "serving_default")
         message.input.example_list.examples.extend(examples_to_protos(request["examples"]))
         rpc = "Classify" if method == "classify" else "Regress"
-        response = self._grpc(target, lambda: self.runtimes.pool(target.model).call(rpc, message, self.timeout))
+        response = self._grpc(target, lambda: self.runtimes.pool(target.model).call(rpc, message, target.timeout))
         if method == "classify":
             rows = [
                 [[c.label or str(j), c.score] for j, c in enumerate(r.classes)] for r in response.result.classifications

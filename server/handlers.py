@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -120,9 +120,26 @@ def _forget_code_modules(code_dir: Path, imported: set[str]) -> None:
             del sys.modules[name]
 
 
-def as_stream(body: bytes) -> io.BytesIO:
+Body = bytes | IO[bytes]  # a request body: bytes, or (an async request's input of up to 1 GB) a spooled file
+
+
+def as_stream(body: Body) -> IO[bytes]:
     """Handlers read `data` as a stream, as they read Falcon's request stream in SageMaker."""
-    return io.BytesIO(body)
+    if isinstance(body, bytes):
+        return io.BytesIO(body)
+    body.seek(0)
+    return body
+
+
+def whole(body: Body) -> bytes:
+    """The body's bytes, for the paths that decode it whole (the default TF Serving path)."""
+    return body if isinstance(body, bytes) else as_stream(body).read()
+
+
+def length(body: Body) -> int:
+    if isinstance(body, bytes):
+        return len(body)
+    return body.seek(0, io.SEEK_END)
 
 
 def client_status(exc: BaseException) -> int | None:

@@ -19,9 +19,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from server.async_queue import Stats
 from server.routes import RouteTable
 
 REQUESTS = Counter("sagestack_requests_total", "Requests answered", ["model", "route", "code"])
@@ -115,11 +116,34 @@ class PoolCollector:
         yield failed
 
 
-def render(table: RouteTable) -> bytes:
+class AsyncCollector:
+    """The async queue, read from its sqlite file at scrape time (SageMaker's async endpoint metrics)."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    def collect(self):
+        s = self.stats
+        yield GaugeMetricFamily("sagestack_async_backlog_size",
+                                "Async requests queued or running (SageMaker's ApproximateBacklogSize)",
+                                value=s.backlog)  # fmt: skip
+        yield GaugeMetricFamily("sagestack_async_running", "Async requests being run now", value=s.running)
+        yield GaugeMetricFamily("sagestack_async_oldest_request_age_seconds",
+                                "Age of the oldest unfinished async request (ApproximateAgeOfOldestRequest)",
+                                value=s.oldest_age)  # fmt: skip
+        done = CounterMetricFamily("sagestack_async_invocations", "Async requests finished, by outcome",
+                                   labels=["outcome"])  # fmt: skip
+        done.add_metric(["success"], s.successes)
+        done.add_metric(["failure"], s.failures)
+        yield done
+
+
+def render(table: RouteTable, async_stats: Stats | None = None) -> bytes:
     registry = CollectorRegistry()
+    registry.register(PoolCollector(table))
+    if async_stats is not None:
+        registry.register(AsyncCollector(async_stats))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
-        registry.register(PoolCollector(table))
         return generate_latest(registry)
-    registry.register(PoolCollector(table))
     return generate_latest(REGISTRY) + generate_latest(registry)

@@ -78,6 +78,12 @@ class Settings:
     batch: bool
     batch_strategy: str
     max_concurrent_transforms: int
+    # AsyncInferenceConfig: OutputConfig.S3OutputPath / S3FailurePath, ClientConfig.MaxConcurrentInvocationsPerInstance.
+    async_output_path: str | None
+    async_failure_path: str | None
+    async_max_concurrent_invocations: int
+    async_queue_path: Path | None
+    async_input_prefixes: tuple[Path, ...]
 
     @property
     def max_payload_bytes(self) -> int:
@@ -125,6 +131,16 @@ class Settings:
                 kind = Path if typing.get_args(hint)[0] is Path else (lambda v: v)
                 data[name] = tuple(kind(v) for v in data[name])
         return cls(**data)
+
+    @property
+    def async_enabled(self) -> bool:
+        """An endpoint takes InvokeEndpointAsync when it has somewhere to put the answers."""
+        return self.async_output_path is not None
+
+    @property
+    def async_queue_file(self) -> Path:
+        """The durable queue: SAGESTACK_ASYNC_QUEUE_PATH, else under the run directory."""
+        return self.async_queue_path or self.run_dir / "async" / "queue.sqlite3"
 
     @property
     def control_socket(self) -> Path:
@@ -199,6 +215,11 @@ class Settings:
             batch=e.boolean("SAGEMAKER_BATCH", False),
             batch_strategy=e.choice("SAGEMAKER_BATCH_STRATEGY", "multi_record", BATCH_STRATEGIES),
             max_concurrent_transforms=e.integer("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", cpus, lo=1, hi=1024),
+            async_output_path=e.location("SAGESTACK_ASYNC_OUTPUT_PATH"),
+            async_failure_path=e.location("SAGESTACK_ASYNC_FAILURE_PATH"),
+            async_max_concurrent_invocations=e.integer("SAGESTACK_ASYNC_MAX_CONCURRENT_INVOCATIONS", 4, lo=1, hi=1000),
+            async_queue_path=e.optional_path("SAGESTACK_ASYNC_QUEUE_PATH"),
+            async_input_prefixes=e.path_list("SAGESTACK_ASYNC_INPUT_PREFIXES"),
             restart_wait_seconds=e.number("SAGESTACK_RESTART_WAIT_SECONDS", float(gunicorn_timeout), lo=0.0, hi=3600.0),
         )
 
@@ -345,6 +366,24 @@ class _Env:
         if relative:
             raise SettingsError(f"{name} must list absolute paths, got {', '.join(relative)}")
         return tuple(Path(p.strip()).resolve() for p in paths)
+
+    @_recorded
+    def location(self, name: str) -> str | None:
+        """An s3://bucket/prefix or file:///path URI (server.storage), as SageMaker's S3 paths are given."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        from server.storage import Location, StorageError
+
+        try:
+            where = Location.parse(raw)
+        except StorageError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
+        if not raw.startswith(("s3://", "file://")):
+            raise SettingsError(f"{name}={raw!r} must be an s3://bucket/prefix or file:///path URI")
+        if not where.is_s3 and not where.path.startswith("/"):
+            raise SettingsError(f"{name}={raw!r}: a file:// URI needs an absolute path (file:///path)")
+        return raw
 
     @_recorded
     def port_range(self, name: str) -> tuple[int, int]:

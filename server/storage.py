@@ -88,6 +88,21 @@ class Location:
         objects = (StoredObject(str(p.relative_to(root)), str(p), p.stat().st_size) for p in files)
         return sorted(objects, key=lambda o: o.name)
 
+    def itself(self) -> StoredObject:
+        """The location as one object (an async request's InputLocation names one file, not a prefix)."""
+        name = self.path.rsplit("/", 1)[-1]
+        if not self.is_s3:
+            try:
+                size = Path(self.path).stat().st_size
+            except OSError as exc:
+                raise StorageError(f"{self.uri!r}: {exc.strerror}") from None
+            if not Path(self.path).is_file():
+                raise StorageError(f"{self.uri!r}: not a file")
+            return StoredObject(name, self.path, size)
+        with _s3_errors(self.uri):
+            head = _s3().head_object(Bucket=self.bucket, Key=self.path)
+        return StoredObject(name, self.path, int(head["ContentLength"]))
+
     def exists(self, key: str) -> bool:
         if not self.is_s3:
             return Path(self.child(key)).is_file()

@@ -3,7 +3,9 @@
 Order: runtimes (and wait until every model is AVAILABLE and warm), then gunicorn (and wait
 until its /ping says 200), then nginx. Afterwards any child that dies is restarted; while a
 runtime restarts, the routing table marks it down so requests go to the surviving instances.
-SIGTERM drains: nginx finishes in-flight requests (SIGQUIT), then gunicorn, then the runtimes.
+With async inference configured, the async dispatcher starts after gunicorn.
+SIGTERM drains: nginx finishes in-flight requests (SIGQUIT), then the async dispatcher, then gunicorn, then the
+runtimes.
 
 Runtime processes come in groups of SAGEMAKER_TFS_INSTANCE_COUNT: one group per framework, serving all
 its models (SAGESTACK_RUNTIME_SHARING=framework), or one per model (=model).
@@ -80,6 +82,7 @@ class Supervisor:
         self.slots = PortSlots(settings.safe_port_range)
         self.gunicorn: subprocess.Popen | None = None
         self.nginx: subprocess.Popen | None = None
+        self.dispatcher: subprocess.Popen | None = None  # async inference (server.async_dispatcher), when configured
         self.control: control.ControlServer | None = None
         self.stopping = threading.Event()
         self.restarting: set[str] = set()
@@ -141,6 +144,7 @@ class Supervisor:
         self.control.start()
         self._start_gunicorn()
         self._wait_gunicorn(time.monotonic() + 60)
+        self._start_dispatcher()
         self._start_nginx()
 
     def _prepare_run_dir(self) -> None:
@@ -270,6 +274,11 @@ class Supervisor:
             time.sleep(0.1)
         raise StartupError("gunicorn did not answer /ping with 200 within 60 s")
 
+    def _start_dispatcher(self) -> None:
+        if self.settings.async_enabled:
+            argv = [sys.executable, "-m", "server.async_dispatcher", str(self.settings.settings_file)]
+            self.dispatcher = subprocess.Popen(argv, start_new_session=True)
+
     def _start_nginx(self) -> None:
         conf = nginx.write_config(self.settings)
         nginx.check(conf, self.settings.run_dir)
@@ -300,6 +309,9 @@ class Supervisor:
         if self.gunicorn is not None and self.gunicorn.poll() is not None:
             log(f"gunicorn exited with code {self.gunicorn.returncode}; restarting it")
             self._start_gunicorn()
+        if self.dispatcher is not None and self.dispatcher.poll() is not None:
+            log(f"the async dispatcher exited with code {self.dispatcher.returncode}; restarting it")
+            self._start_dispatcher()
         if self.nginx is not None and self.nginx.poll() is not None:
             log(f"nginx exited with code {self.nginx.returncode}; restarting it")
             self._start_nginx()
@@ -402,6 +414,9 @@ class Supervisor:
         if self.nginx is not None and self.nginx.poll() is None:
             self.nginx.send_signal(signal.SIGQUIT)  # graceful: finish in-flight, accept nothing new
             _wait(self.nginx, deadline)
+        if self.dispatcher is not None and self.dispatcher.poll() is None:
+            self.dispatcher.send_signal(signal.SIGTERM)  # takes nothing new, finishes what runs (or is recovered)
+            _wait(self.dispatcher, deadline)
         if self.gunicorn is not None and self.gunicorn.poll() is None:
             self.gunicorn.send_signal(signal.SIGTERM)
             _wait(self.gunicorn, deadline)
