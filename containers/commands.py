@@ -29,7 +29,12 @@ def cmd_push(args: argparse.Namespace) -> int:
             autoscale=autoscale,  # type: ignore[arg-type]
             target_invocations=args.target_invocations,
             dry_run=args.dry_run,
+            async_output_path=args.async_output_path,
+            async_failure_path=args.async_failure_path,
+            async_max_concurrent_invocations=args.async_max_concurrent_invocations,
         )
+        if req.async_output_path is None and (req.async_failure_path or req.async_max_concurrent_invocations):
+            raise SyncError("--async-failure-path and --async-max-concurrent-invocations need --async-output-path")
         if args.dry_run:
             print("plan (--dry-run: nothing is changed):")
         SageMakerSync(boto3.Session(profile_name=args.profile)).push(req)
@@ -72,6 +77,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     pu.add_argument("--target-invocations", type=int, default=100, help="invocations per instance per minute")
     pu.add_argument("--profile", help="AWS profile (default: boto3's usual lookup)")
     pu.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    pu.add_argument(
+        "--async-output-path", metavar="S3_URI", help="an async endpoint: AsyncInferenceConfig's S3OutputPath"
+    )
+    pu.add_argument("--async-failure-path", metavar="S3_URI", help="AsyncInferenceConfig's S3FailurePath")
+    pu.add_argument("--async-max-concurrent-invocations", type=int, metavar="N",
+                    help="AsyncInferenceConfig's MaxConcurrentInvocationsPerInstance")  # fmt: skip
     pu.set_defaults(fn=cmd_push)
     iv = sub.add_parser("invoke", help="call an endpoint through boto3's sagemaker-runtime (or the local stack)")
     iv.add_argument("--endpoint-name", required=True)

@@ -66,6 +66,21 @@ class PushRequest:
     target_invocations: int = 100
     dry_run: bool = False
     wait_seconds: float = 1800
+    async_output_path: str | None = None  # set: the endpoint is async (AsyncInferenceConfig)
+    async_failure_path: str | None = None
+    async_max_concurrent_invocations: int | None = None
+
+    def async_config(self) -> dict[str, Any] | None:
+        """CreateEndpointConfig's AsyncInferenceConfig, or None for a real-time endpoint."""
+        if self.async_output_path is None:
+            return None
+        output: dict[str, Any] = {"S3OutputPath": self.async_output_path}
+        if self.async_failure_path:
+            output["S3FailurePath"] = self.async_failure_path
+        config: dict[str, Any] = {"OutputConfig": output}
+        if self.async_max_concurrent_invocations:
+            config["ClientConfig"] = {"MaxConcurrentInvocationsPerInstance": self.async_max_concurrent_invocations}
+        return config
 
 
 @dataclass
@@ -153,7 +168,10 @@ class SageMakerSync:
         role = req.role_arn or f"arn:aws:iam::{account}:role/SageMakerExecutionRole"
         model_name = f"{req.endpoint_name}-{short_hash(image_uri, model_data, env, role)}"
         self.ensure_model(req, model_name, image_uri, model_data, env, role)
-        config_name = f"{req.endpoint_name}-{short_hash(model_name, req.instance_type, req.instance_count)}"
+        defining: tuple[Any, ...] = (model_name, req.instance_type, req.instance_count)
+        if req.async_config():  # a real-time endpoint keeps the name it always had
+            defining += (req.async_config(),)
+        config_name = f"{req.endpoint_name}-{short_hash(*defining)}"
         self.ensure_endpoint_config(req, config_name, model_name)
         self.ensure_endpoint(req, config_name)
         if req.autoscale:
@@ -251,7 +269,8 @@ class SageMakerSync:
         if self._lookup(lambda: sm.describe_endpoint_config(EndpointConfigName=name)):
             self._step("EndpointConfig", "exists", name)
         elif req.dry_run:
-            self._step("EndpointConfig", "planned", f"create {name} ({req.instance_count} x {req.instance_type})")
+            kind = ", async" if req.async_config() else ""
+            self._step("EndpointConfig", "planned", f"create {name} ({req.instance_count} x {req.instance_type}{kind})")
         else:
             variant = {
                 "VariantName": "AllTraffic",
@@ -260,7 +279,8 @@ class SageMakerSync:
                 "InitialInstanceCount": req.instance_count,
                 "InitialVariantWeight": 1.0,
             }
-            sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+            extra = {"AsyncInferenceConfig": req.async_config()} if req.async_config() else {}
+            sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant], **extra)
             self._step("EndpointConfig", "created", name)
 
     def ensure_endpoint(self, req: PushRequest, config_name: str) -> None:

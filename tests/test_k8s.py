@@ -80,6 +80,25 @@ def test_custom_metric_hpa_option(rendered):
     assert metrics[1]["pods"]["metric"]["name"] == "sagestack_in_flight_requests"
 
 
+def test_the_async_backlog_component_scales_on_the_backlog(tmp_path):
+    """An overlay of the base with k8s/components/async-backlog-hpa validates, and its HPA reads the backlog."""
+    for part in ("base", "components"):
+        shutil.copytree(ROOT / "k8s" / part, tmp_path / part)
+    (tmp_path / "async").mkdir()
+    (tmp_path / "async" / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": ["../base"], "components": ["../components/async-backlog-hpa"],
+    }))  # fmt: skip
+    kubectl = shutil.which("kubectl", path=str(ROOT / ".venv" / "bin")) or shutil.which("kubectl")
+    out = subprocess.run([kubectl, "kustomize", str(tmp_path / "async")], check=True, capture_output=True,
+                         text=True).stdout  # fmt: skip
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    metrics = by_kind(docs, "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metrics[-1]["pods"]["metric"]["name"] == "sagestack_async_backlog_size"
+
+
 def test_missing_schema_fails():
     with pytest.raises(kubernetes_validate.utils.SchemaNotFoundError):
         kubernetes_validate.validate(

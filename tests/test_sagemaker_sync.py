@@ -73,6 +73,35 @@ def test_changed_env_makes_a_new_config_and_a_blue_green_update(aws, models):
     assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_GUNICORN_WORKERS"] == "2"
 
 
+def test_an_async_endpoint_gets_async_inference_config(aws, models):
+    """`push --async-output-path` makes the EndpointConfig carry AsyncInferenceConfig, as boto3 sent it to moto."""
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "push", "--model", "half_plus_three", "--endpoint-name", "hpt-async",
+         "--instance-type", "ml.m5.large", "--model-dir", str(models), "--no-image-push",
+         "--async-output-path", "s3://async-out/results", "--async-failure-path", "s3://async-out/failures",
+         "--async-max-concurrent-invocations", "3"],
+        capture_output=True, text=True, cwd=ROOT, env=os.environ.copy(), timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    sm = boto3.client("sagemaker")
+    config = sm.describe_endpoint_config(
+        EndpointConfigName=sm.describe_endpoint(EndpointName="hpt-async")["EndpointConfigName"]
+    )
+    assert config["AsyncInferenceConfig"] == {
+        "OutputConfig": {"S3OutputPath": "s3://async-out/results", "S3FailurePath": "s3://async-out/failures"},
+        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 3},
+    }
+    SageMakerSync(boto3.Session(), log=lambda m: None).push(request(models, "hpt-realtime"))
+    plain = sm.describe_endpoint_config(
+        EndpointConfigName=sm.describe_endpoint(EndpointName="hpt-realtime")["EndpointConfigName"]
+    )
+    assert "AsyncInferenceConfig" not in plain
+    lone = subprocess.run([sys.executable, "-m", "server.cli", "push", "--model", "half_plus_three", "--endpoint-name",
+                           "x", "--instance-type", "ml.m5.large", "--async-failure-path", "s3://a/b", "--dry-run"],
+                          capture_output=True, text=True, cwd=ROOT, env=os.environ.copy(), timeout=120)  # fmt: skip
+    assert lone.returncode != 0 and "--async-output-path" in lone.stderr
+
+
 def test_dry_run_changes_nothing(aws, models):
     lines = []
     steps = SageMakerSync(boto3.Session(), log=lines.append).push(
