@@ -1,12 +1,14 @@
 """The Falcon app gunicorn runs: small resources over the Gateway, errors always JSON.
 
 Routes: /ping, /invocations, /endpoints/{name}/invocations (what boto3's invoke_endpoint calls),
-/endpoints/{name}/async-invocations (invoke_endpoint_async),
+/endpoints/{name}/async-invocations (invoke_endpoint_async), /endpoints/{name}/invocations-response-stream
+(invoke_endpoint_with_response_stream),
 /models... (multi-model endpoints), /metrics and /openapi.json (the OpenAPI 3 document of these).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hmac
 import importlib.resources
@@ -14,15 +16,16 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import falcon
 
-from server import async_inference, handlers, metrics, request_log
+from server import async_inference, eventstream, handlers, metrics, request_log
 from server.async_queue import AsyncQueue, AsyncRequest
 from server.errors import ApiError
-from server.gateway import COMPILED_SUFFIX, Gateway
+from server.gateway import COMPILED_SUFFIX, Gateway, Reply
 from server.handler_kit import ClientError, json_body
 from server.request_log import RequestTimings
 from server.settings import Settings
@@ -89,7 +92,14 @@ def spool_body(req: falcon.Request, limit: int, in_memory: int, folder: Path) ->
 
 
 class Invocations:
-    """POST /invocations, /endpoints/{endpoint}/invocations and /models/{name}/invoke."""
+    """POST /invocations, /endpoints/{endpoint}/invocations and /models/{name}/invoke.
+
+    A handler that streams (returns an iterator of chunks) is sent with chunked transfer encoding as the chunks
+    come, SageMaker's container contract for streaming; it runs to its first chunk before the status goes out,
+    so a failure before any output is still a JSON error status. A failure later cuts the chunked body short
+    (no last chunk), which every HTTP client reports as an incomplete body."""
+
+    ACCEPT = "Accept"
 
     def __init__(self, gateway: Gateway, queue: AsyncQueue | None) -> None:
         self.gateway = gateway
@@ -115,21 +125,81 @@ class Invocations:
             body = spool_body(req, async_inference.MAX_INPUT_BYTES, settings.max_payload_bytes,
                               settings.run_dir / "async" / "spool")  # fmt: skip
         timings: RequestTimings = req.context.timings
+        reply: Reply = b""
         try:
-            resp.data, resp.content_type = self.gateway.invoke(
-                target, body, req.content_type, req.get_header("Accept"), timings
-            )
+            reply, content_type = self.gateway.invoke(target, body, req.content_type, req.get_header(self.ACCEPT),
+                                                      timings)  # fmt: skip
+            if not isinstance(reply, bytes):
+                reply = started(reply, closing=None if isinstance(body, bytes) else body)
         finally:
-            if not isinstance(body, bytes):
-                body.close()
+            if isinstance(reply, bytes) and not isinstance(body, bytes):
+                body.close()  # a stream closes the spooled input when it ends
         resp.set_header(SERVED_BY, target.model)  # which model (or variant) answered
         resp.set_header(VARIANT, "compiled" if target.model.endswith(COMPILED_SUFFIX) else "default")
+        self.answer(resp, reply, content_type)
 
     def _async_request(self, inference_id: str | None) -> AsyncRequest | None:
         """The async request this call runs, when the dispatcher makes it (the id must be running in the queue)."""
         if inference_id is None or self.queue is None:
             return None
         return self.queue.running(inference_id)
+
+    def answer(self, resp: falcon.Response, reply: Reply, content_type: str) -> None:
+        resp.content_type = content_type
+        if isinstance(reply, bytes):
+            resp.data = reply
+        else:
+            resp.stream = reply  # no Content-Length: chunked
+
+
+class InvocationsResponseStream(Invocations):
+    """POST /endpoints/{endpoint}/invocations-response-stream (InvokeEndpointWithResponseStream): the answer as
+    event stream PayloadParts, one per chunk the handler streams (one for a whole answer), and a ModelStreamError
+    event when the handler fails mid-stream. The model's content type is in X-Amzn-SageMaker-Content-Type."""
+
+    ACCEPT = "X-Amzn-SageMaker-Accept"
+
+    def answer(self, resp: falcon.Response, reply: Reply, content_type: str) -> None:
+        resp.content_type = eventstream.CONTENT_TYPE
+        resp.set_header("X-Amzn-SageMaker-Content-Type", content_type)
+        resp.stream = as_events(reply)
+
+
+def started(chunks: Iterator[bytes], closing: IO[bytes] | None) -> Iterator[bytes]:
+    """The stream, run to its first chunk now (its errors so far are the request's); closing it closes the
+    handler's generator (a client that went away stops the work) and `closing`, the spooled input."""
+    try:
+        first = next(chunks, None)
+    except BaseException:
+        chunks.close()  # type: ignore[attr-defined]
+        if closing is not None:
+            closing.close()
+        raise
+
+    def rest() -> Iterator[bytes]:
+        try:
+            if first is not None:
+                yield first
+                yield from chunks
+        finally:
+            chunks.close()  # type: ignore[attr-defined]
+            if closing is not None:
+                closing.close()
+
+    return rest()
+
+
+def as_events(reply: Reply) -> Iterator[bytes]:
+    if isinstance(reply, bytes):
+        yield eventstream.payload_part(reply)
+        return
+    with contextlib.closing(reply):  # type: ignore[type-var]
+        try:
+            for chunk in reply:
+                yield eventstream.payload_part(chunk)
+        except ApiError as exc:
+            log.warning("stream cut by the model: %s", exc.message)
+            yield eventstream.model_stream_error(exc.message)
 
 
 class AsyncInvocations:
@@ -318,6 +388,7 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     app.add_route("/invocations", invocations)
     app.add_route("/endpoints/{endpoint}/invocations", invocations)
     app.add_route("/endpoints/{endpoint}/async-invocations", AsyncInvocations(gateway, queue))
+    app.add_route("/endpoints/{endpoint}/invocations-response-stream", InvocationsResponseStream(gateway, queue))
     app.add_route("/models/{name}/invoke", invocations)
     models = Models(gateway)
     app.add_route("/models", models)

@@ -7,9 +7,11 @@ pool; encode the result for Accept. Every client mistake becomes an ApiError tha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,9 @@ _GRPC_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+
+
+Reply = bytes | Iterator[bytes]  # a whole answer, or a streamed one (chunk by chunk)
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,9 @@ class Gateway:
     # ---- invocation --------------------------------------------------------------------------
     def invoke(
         self, target: Target, body: handlers.Body, content_type: str | None, accept: str | None, timings: RequestTimings
-    ) -> tuple[bytes, str]:
+    ) -> tuple[Reply, str]:
+        """The answer and its content type; a streaming handler's answer is an iterator of chunks, which
+        raises ApiError (as the handler's call would) when the handler fails mid-stream."""
         ctype = codecs.media_type(content_type)
         code = self.handlers(target.model)
         if code is None:
@@ -156,7 +163,8 @@ class Gateway:
         ctx = self._context(target, ctype, accept, handlers.length(body), timings)
         if code.handler is not None:
             with timings.phase("handler"):
-                return _as_reply(self._call(target, code.handler, "handler", handlers.as_stream(body), ctx))
+                return self._reply(target, "handler", self._call(target, code.handler, "handler",
+                                                                 handlers.as_stream(body), ctx))  # fmt: skip
         with timings.phase("input"):
             if code.input_handler is not None:
                 request = self._call(target, code.input_handler, "input_handler", handlers.as_stream(body), ctx)
@@ -167,7 +175,8 @@ class Gateway:
         with timings.phase("output"):
             response = handlers.ModelResponse(result, outputs)
             if code.output_handler is not None:
-                return _as_reply(self._call(target, code.output_handler, "output_handler", response, ctx))
+                reply = self._call(target, code.output_handler, "output_handler", response, ctx)
+                return self._reply(target, "output_handler", reply)
             return codecs.encode(result, codecs.negotiate(accept))
 
     def _default(
@@ -291,6 +300,18 @@ class Gateway:
             max_image_pixels=self.settings.max_image_pixels,
         )
 
+    def _reply(self, target: Target, name: str, value: Any) -> tuple[Reply, str]:
+        body, ctype = _as_reply(value)
+        if isinstance(body, bytes):
+            return body, ctype
+        return self._guarded(target, name, body), ctype
+
+    def _guarded(self, target: Target, name: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """A streamed answer whose handler errors come out as the ApiError its call would have raised."""
+        with contextlib.closing(chunks):
+            while (chunk := self._call(target, next, name, chunks, None)) is not None:
+                yield chunk
+
     def _call(self, target: Target, fn, name: str, *args: Any) -> Any:
         try:
             return fn(*args)
@@ -365,7 +386,9 @@ def _request_dict(request: Any) -> dict[str, Any]:
     return request
 
 
-def _as_reply(value: Any) -> tuple[bytes, str]:
+def _as_reply(value: Any) -> tuple[Reply, str]:
+    """A handler's (body, content_type): the body as bytes, or, when the handler streams (an iterator or a
+    generator of chunks), as an iterator of byte chunks."""
     if not (isinstance(value, tuple) and len(value) == 2):
         raise ApiError(500, "a handler must return (body, content_type)")
     body, ctype = value
@@ -373,4 +396,30 @@ def _as_reply(value: Any) -> tuple[bytes, str]:
         body = json.dumps(body)
     if isinstance(body, str):
         body = body.encode()
+    if isinstance(body, bytearray | memoryview):
+        body = bytes(body)
+    if not isinstance(body, bytes):
+        if not isinstance(body, Iterator):
+            raise ApiError(500, f"a handler's body must be bytes, str, JSON, or an iterator of chunks, not "
+                                f"{type(body).__name__}")  # fmt: skip
+        body = _byte_chunks(body)
     return body, ctype
+
+
+def _byte_chunks(chunks: Iterator[Any]) -> Iterator[bytes]:
+    """Each chunk as bytes (str is UTF-8); empty chunks are dropped (an empty HTTP chunk would end the body).
+    Closing this closes the handler's generator, so a client that went away stops the work."""
+    try:
+        for chunk in chunks:
+            if isinstance(chunk, str):
+                chunk = chunk.encode()
+            elif isinstance(chunk, dict | list):
+                chunk = json.dumps(chunk).encode()
+            elif not isinstance(chunk, bytes | bytearray | memoryview):
+                raise ApiError(500, f"a streamed chunk must be bytes or str, not {type(chunk).__name__}")
+            if chunk:
+                yield bytes(chunk)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()

@@ -6,9 +6,10 @@ as much as our whole app. This worker keeps everything of gunicorn's except the 
 the arbiter, heartbeat, graceful shutdown, max_requests, hooks such as post_fork, and gevent's
 StreamServer. The loop has gunicorn's optional C parser (gunicorn_h1c, picohttpparser) build the
 WSGI environ, reads the body by Content-Length (or chunked), buffers the response and sends it in one
-write. Left out on purpose: gunicorn's access log (the stack configures none; a configured one is
-ignored with a warning), the pre/post_request hooks, HTTP/2, and streaming responses (every body
-here is a buffered JSON, CSV or image).
+write. A response without a Content-Length (a handler that streams) goes out with chunked transfer
+encoding, a chunk as the app yields it. An async request's input (the dispatcher's call, up to 1 GB) is
+read from the socket as the app reads it, not buffered. Left out on purpose: gunicorn's access log (the
+stack configures none; a configured one is ignored with a warning), the pre/post_request hooks and HTTP/2.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from urllib.parse import unquote
 import gevent
 import gunicorn_h1c
 from gunicorn.workers.ggevent import GeventWorker
+
+from server.async_inference import MAX_INPUT_BYTES
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers; nginx's own proxy buffers are far smaller
 RECV_BYTES = 256 * 1024
@@ -84,17 +87,26 @@ class Connection:
         del self.buffer[: environ.pop("_consumed")]
         if environ.get("HTTP_EXPECT", "").lower() == "100-continue":
             self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        wsgi_input: io.IOBase
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             body = self._read_chunked()
             environ["CONTENT_LENGTH"] = str(len(body))
+            wsgi_input = io.BytesIO(body)
+        elif "HTTP_X_SAGESTACK_ASYNC_ID" in environ:  # the app checks the id against the queue before it reads
+            n = _content_length(environ.get("CONTENT_LENGTH"))
+            if n > MAX_INPUT_BYTES:
+                raise HTTPError("413 Payload Too Large", f"async input of {n} bytes exceeds 1 GB")
+            wsgi_input = SocketBody(self, n)
         else:
-            body = self._read_exactly(self._check_size(_content_length(environ.get("CONTENT_LENGTH"))))
+            wsgi_input = io.BytesIO(
+                self._read_exactly(self._check_size(_content_length(environ.get("CONTENT_LENGTH"))))
+            )
         path = environ["PATH_INFO"]
         if "%" in path:
             environ["PATH_INFO"] = unquote(path, "latin-1")
         environ.update(
             {
-                "wsgi.input": io.BytesIO(body),
+                "wsgi.input": wsgi_input,
                 "wsgi.errors": sys.stderr,
                 "wsgi.version": (1, 0),
                 "wsgi.multithread": True,
@@ -173,6 +185,8 @@ class Connection:
 
         try:
             result: Iterable[bytes] = worker.wsgi(environ, start_response)
+            if reply and _streams(reply[1], result, environ):
+                return self.stream(environ, reply[0], reply[1], result)
             try:
                 body.extend(result)
             finally:
@@ -190,26 +204,91 @@ class Connection:
         status, headers = reply
         if any(name.lower() == "connection" and value.lower() == "close" for name, value in headers):
             keep_alive = False
+        unread = environ["wsgi.input"]
+        if isinstance(unread, SocketBody) and unread.left:
+            keep_alive = False  # the app left part of a streamed body unread: the connection cannot be reused
         return self.send(status, headers, b"".join(body), keep_alive, head=environ["REQUEST_METHOD"] == "HEAD")
+
+    def stream(self, environ: dict[str, Any], status: str, headers: list[tuple[str, str]], result: Any) -> bool:
+        """Send a reply without Content-Length chunk by chunk as the app yields them. A failure part-way cuts
+        the body short (no last chunk) and closes the connection; so does a client that went away."""
+        worker = self.worker
+        keep_alive = worker.alive and worker.cfg.keepalive > 0 and _wants_keep_alive(environ)
+        try:
+            self.sock.sendall(self.head(status, [*headers, ("Transfer-Encoding", "chunked")], keep_alive))
+            for chunk in result:
+                if chunk:
+                    self.sock.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            self.sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            return False
+        except Exception:
+            worker.log.exception("stream cut short: %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"])
+            return False
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return keep_alive
 
     def send(
         self, status: str, headers: list[tuple[str, str]], body: bytes, keep_alive: bool, head: bool = False
     ) -> bool:
-        lines = [f"HTTP/1.1 {status}"]
-        has_length = False
-        for name, value in headers:
-            lower = name.lower()
-            if lower == "connection":
-                continue
-            has_length = has_length or lower == "content-length"
-            lines.append(f"{name}: {value}")
         no_body = head or status.startswith(NO_BODY_STATUSES)
-        if not has_length and not status.startswith(NO_BODY_STATUSES):
-            lines.append(f"Content-Length: {len(body)}")
-        lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
-        head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if not status.startswith(NO_BODY_STATUSES) and not any(n.lower() == "content-length" for n, _ in headers):
+            headers = [*headers, ("Content-Length", str(len(body)))]
+        head_bytes = self.head(status, headers, keep_alive)
         self.sock.sendall(head_bytes if no_body else head_bytes + body)
         return keep_alive
+
+    @staticmethod
+    def head(status: str, headers: list[tuple[str, str]], keep_alive: bool) -> bytes:
+        lines = [f"HTTP/1.1 {status}", *(f"{n}: {v}" for n, v in headers if n.lower() != "connection")]
+        lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class SocketBody(io.RawIOBase):
+    """A request body of `n` bytes, read from the connection as the app reads it (an async input of up to 1 GB
+    never sits whole in the worker)."""
+
+    def __init__(self, conn: Connection, n: int) -> None:
+        self.conn, self.left = conn, n
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes (all that is left with -1), short only at the body's end, as a file reads."""
+        want = self.left if size < 0 else min(size, self.left)
+        out = bytearray(want)
+        view, got = memoryview(out), 0
+        while got < want:
+            got += self.readinto(view[got:])
+        return bytes(out)
+
+    def readinto(self, into: Any) -> int:
+        if self.left == 0:
+            return 0
+        if not self.conn.buffer and not self.conn._fill():
+            raise HTTPError("400 Bad Request", f"request body ended with {self.left} bytes to come")
+        take = min(len(into), self.left, len(self.conn.buffer))
+        into[:take] = self.conn.buffer[:take]
+        del self.conn.buffer[:take]
+        self.left -= take
+        return take
+
+
+def _streams(headers: list[tuple[str, str]], result: Iterable[bytes], environ: dict[str, Any]) -> bool:
+    """Whether to send the reply chunked: the app gave no Content-Length and an iterator (not a list), and the
+    client speaks HTTP/1.1 (an HTTP/1.0 reply is buffered, as before)."""
+    if (
+        isinstance(result, list | tuple)
+        or environ["SERVER_PROTOCOL"] != "HTTP/1.1"
+        or environ["REQUEST_METHOD"] == "HEAD"
+    ):
+        return False
+    return not any(name.lower() == "content-length" for name, _ in headers)
 
 
 def _content_length(value: str | None) -> int:

@@ -217,3 +217,26 @@ def test_a_large_input_streams_through_and_the_queue_survives_a_killed_dispatche
         assert metric(stack.url, 'sagestack_async_invocations_total{outcome="success"}') == 7
     finally:
         stack.stop()
+
+
+def test_an_input_past_the_payload_limit_streams_through_the_h1c_worker(async_models, tmp_path):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    data = hashlib.sha256(b"h1c").digest() * (20 << 15)  # 20 MB, past the 6 MB payload limit
+    (inputs / "blob.bin").write_bytes(data)
+    stack = start_stack(async_models, tmp_path / "run", SAGEMAKER_GUNICORN_WORKER_CLASS="gevent_h1c",
+                        SAGESTACK_ASYNC_OUTPUT_PATH=f"file://{out}", SAGESTACK_ASYNC_INPUT_PREFIXES=str(inputs),
+                        SAGEMAKER_TFS_DEFAULT_MODEL_NAME="hpt_async")  # fmt: skip
+    try:
+        runtime_client(stack.url).invoke_endpoint_async(
+            EndpointName="e", InputLocation=f"file://{inputs}/blob.bin", InferenceId="blob",
+            ContentType="application/octet-stream",
+        )  # fmt: skip
+        assert json.loads(wait_for(out / "blob.out")) == {
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        r = requests.post(stack.url + "/invocations", json={"x": [1.0]}, timeout=10)  # the worker still serves
+        assert r.status_code == 200 and r.json() == {"y": [3.5]}
+    finally:
+        assert stack.stop() == 0
