@@ -222,16 +222,25 @@ class Gateway:
         pool = self._grpc(target, lambda: self.runtimes.pool(target.model))
 
         def call(inputs: dict[str, Any]) -> dict[str, Any]:
-            request = predict_pb2.PredictRequest()
-            _spec(request.model_spec, target, sig.name)
-            for key, value in inputs.items():
-                spec = sig.inputs.get(key)
-                request.inputs[key].CopyFrom(to_proto(value, spec.dtype if spec else None))
+            request = _predict_request(target, sig, inputs)
             response = self._grpc(target, lambda: pool.call("Predict", request, target.timeout))
             return {k: from_proto(v) for k, v in response.outputs.items()}
 
         key = batch_key(target.model, target.version, sig, arrays)
         return self.coalescer.run(key, arrays, len(pool.instances), call)
+
+    def predict_stream(self, target: Target, arrays: dict[str, Any], signature: str) -> Iterator[dict[str, Any]]:
+        """PredictStream: the model's outputs in parts as it makes them (not joined with other requests: the
+        runtime batches a streaming model itself). Closing the iterator cancels the call, which stops the work."""
+        sig = self.signature(target, signature)
+        pool = self._grpc(target, lambda: self.runtimes.pool(target.model))
+        request = _predict_request(target, sig, arrays)
+        responses = self._grpc(target, lambda: pool.call("PredictStream", request, target.timeout))
+        try:
+            while (response := self._grpc(target, lambda: next(responses, None))) is not None:
+                yield {k: from_proto(v) for k, v in response.outputs.items()}
+        finally:
+            responses.cancel()
 
     def _classify_or_regress(self, target: Target, method: str, request: dict[str, Any]):
         if "examples" not in request:
@@ -285,6 +294,9 @@ class Gateway:
             with timings.phase("runtime"):
                 return self.predict_arrays(target, inputs, signature)
 
+        def predict_stream(inputs: dict[str, Any], signature: str = "serving_default") -> Iterator[dict[str, Any]]:
+            return self.predict_stream(target, inputs, signature)
+
         return handlers.Context(
             model_name=target.model,
             model_version=str(target.version or max(route.versions)),
@@ -296,6 +308,7 @@ class Gateway:
             accept_header=accept or codecs.JSON,
             content_length=length,
             predict=predict,
+            predict_stream=predict_stream,
             request_id=timings.request_id,
             max_image_pixels=self.settings.max_image_pixels,
         )
@@ -372,6 +385,15 @@ def _spec(spec: Any, target: Target, signature: str) -> None:
     spec.signature_name = signature
     if target.version:
         spec.version.value = target.version
+
+
+def _predict_request(target: Target, sig: Any, inputs: dict[str, Any]) -> Any:
+    request = predict_pb2.PredictRequest()
+    _spec(request.model_spec, target, sig.name)
+    for key, value in inputs.items():
+        spec = sig.inputs.get(key)
+        request.inputs[key].CopyFrom(to_proto(value, spec.dtype if spec else None))
+    return request
 
 
 def _request_dict(request: Any) -> dict[str, Any]:

@@ -9,9 +9,10 @@ versions of one library name.
 
 Beyond SageMaker's contract (which sends input_handler's JSON to TF Serving's REST API), an
 input_handler may return `{"inputs": {name: ndarray}}` to go to the runtime as binary tensors,
-the response carries `.outputs` (name -> ndarray) besides `.content`, and `context.predict()`
-runs the model from `handler` without JSON. A handler exception with an integer `status_code`
-between 400 and 499 is the client's fault and becomes that status.
+the response carries `.outputs` (name -> ndarray) besides `.content`, `context.predict()`
+runs the model from `handler` without JSON, and `context.predict_stream()` gives its outputs in parts. A handler
+(or output_handler) whose body is an iterator of chunks streams its answer. A handler exception with an integer
+`status_code` between 400 and 499 is the client's fault and becomes that status.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import importlib.util
 import io
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -44,6 +45,9 @@ class Context:
     content_length: int
     # sagestack: run the model with binary tensors, e.g. from handler().
     predict: Callable[..., dict[str, np.ndarray]] = field(repr=False, default=None)  # type: ignore[assignment]
+    # sagestack: the same, the outputs in parts as the model makes them (the music model: a token each);
+    # for a handler that streams its answer. Closing the iterator stops the model.
+    predict_stream: Callable[..., Iterator[dict[str, np.ndarray]]] = field(repr=False, default=None)  # type: ignore[assignment]
     request_id: str = ""  # X-Amzn-RequestId, as in the access log
     max_image_pixels: int = MAX_IMAGE_PIXELS  # SAGESTACK_MAX_IMAGE_PIXELS, for handler_kit.decode_image
 

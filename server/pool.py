@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 
 from server import control
-from server.protos import get_model_metadata_pb2, prediction_service_pb2_grpc
+from server.protos import PREDICT_STREAM, get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 from server.routes import READY, InstanceRoute, ModelRoute, RouteReader
 from server.tensors import Signature
 
@@ -59,6 +59,18 @@ class Instance:
             self._channel = grpc.insecure_channel(f"127.0.0.1:{self.route.grpc_port}", options=CHANNEL_OPTIONS)
             self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         return self._stub
+
+    def method(self, name: str) -> Callable[..., Any]:
+        """A PredictionService method of the stub, or PredictStream (which returns an iterator of responses)."""
+        stub = self.stub
+        if name == "PredictStream":
+            assert self._channel is not None
+            return self._channel.unary_stream(
+                PREDICT_STREAM,
+                request_serializer=predict_pb2.PredictRequest.SerializeToString,
+                response_deserializer=predict_pb2.PredictResponse.FromString,
+            )
+        return getattr(stub, name)
 
     def usable(self, now: float) -> bool:
         return self.route.state == READY and now >= self.skip_until
@@ -123,7 +135,7 @@ class ModelPool:
                 continue  # the table changed: a restarted instance may be READY
             inst.outstanding += 1
             try:
-                return getattr(inst.stub, method)(request, timeout=max(deadline - time.monotonic(), 0.001))
+                return inst.method(method)(request, timeout=max(deadline - time.monotonic(), 0.001))
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise

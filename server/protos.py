@@ -66,7 +66,12 @@ from tensorflow_serving.apis import (  # noqa: E402
 )
 from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 
+# sagestack's one addition to TF Serving's API: Predict whose outputs come back in parts as the model makes them
+# (PredictRequest in, a stream of PredictResponse out: TF Serving's own messages, so no generated code of ours).
+PREDICT_STREAM = "/sagestack.StreamingPredictionService/PredictStream"
+
 __all__ = [
+    "PREDICT_STREAM",
     "classification_pb2",
     "example_pb2",
     "feature_pb2",

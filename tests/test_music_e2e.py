@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 from concurrent.futures import ThreadPoolExecutor
 
+import boto3
 import pytest
 import requests
 import torch
@@ -111,5 +113,45 @@ def test_continuous_batching_gives_each_request_its_own_extension(stack, model_d
         with ThreadPoolExecutor(len(bodies)) as pool:
             together = list(pool.map(lambda body: tokens(batched.url, body), bodies))
         assert together == [tokens(stack.url, body) for body in bodies]
+    finally:
+        assert batched.stop() == 0
+
+
+def test_jsonlines_streams_each_note_then_the_midi_the_plain_answer_gives(stack):
+    attrs = "tfs-model-name=music_transformer,extension_duration=4,seed=5"
+    with requests.post(stack.url + "/invocations", data=TWINKLE, stream=True, timeout=120,
+                       headers={"Content-Type": "audio/midi", "Accept": "application/jsonlines",
+                                "X-Amzn-SageMaker-Custom-Attributes": attrs}) as r:  # fmt: skip
+        assert r.status_code == 200 and r.headers["Transfer-Encoding"] == "chunked"
+        lines = [json.loads(line) for line in r.iter_lines()]
+    *notes, last = lines
+    assert notes and all(set(line) == {"note"} for line in notes)
+    whole = post(stack, TWINKLE, attrs=attrs)
+    assert base64.b64decode(last["midi"]) == whole.content  # the same extension, the same file
+    added = {(n["pitch"], round(n["start"], 2)) for n in (line["note"] for line in notes)}
+    end_of_input = max(n.end for n in read_midi(TWINKLE))
+    expected = {(n.pitch, round(n.start, 2)) for n in read_midi(whole.content) if n.start >= end_of_input - 1e-6}
+    assert expected <= added and last["added_notes"] == len(notes)
+    events = boto3.client("sagemaker-runtime", endpoint_url=stack.url, region_name="us-east-1",
+                          aws_access_key_id="x", aws_secret_access_key="x").invoke_endpoint_with_response_stream(
+        EndpointName="music", Body=TWINKLE, ContentType="audio/midi", Accept="application/jsonlines",
+        CustomAttributes=attrs)  # fmt: skip
+    streamed = b"".join(e["PayloadPart"]["Bytes"] for e in events["Body"])
+    assert [json.loads(line) for line in streamed.splitlines()] == lines
+
+
+def test_a_listener_that_hangs_up_frees_the_batch_slot(model_dir, tmp_path):
+    """One batch slot: a long streamed extension whose client leaves after the first note must give the slot up,
+    and the runtime and the worker go on serving."""
+    batched = start_stack(model_dir, tmp_path, SAGEMAKER_TFS_ENABLE_BATCHING="true", SAGEMAKER_TFS_MAX_BATCH_SIZE="1")
+    try:
+        attrs = "extension_duration=30,max_notes=200,seed=1"
+        headers = {"Content-Type": "audio/midi", "Accept": "application/jsonlines",
+                   "X-Amzn-SageMaker-Custom-Attributes": attrs}  # fmt: skip
+        with requests.post(batched.url + "/invocations", data=TWINKLE, headers=headers, stream=True, timeout=120) as r:
+            assert "note" in json.loads(next(r.iter_lines()))
+        r = post(batched, TWINKLE, attrs="extension_duration=2,seed=2")
+        assert r.status_code == 200 and read_midi(r.content)
+        assert requests.get(batched.url + "/ping", timeout=5).status_code == 200
     finally:
         assert batched.stop() == 0

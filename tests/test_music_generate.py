@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from models.music_transformer.batching import BatchedGenerator
-from models.music_transformer.generate import Constraints, context_notes, extend, extend_tokens, steps
+from models.music_transformer.generate import (
+    Constraints,
+    context_notes,
+    extend,
+    extend_tokens,
+    steps,
+    stream_tokens,
+)
 from models.music_transformer.melodies import melody
 from models.music_transformer.model import Config, MusicTransformer, SlotCache, step_rows
 from models.music_transformer.params import ParameterError, Params, as_tensors, from_tensors, parse
@@ -145,6 +152,22 @@ def test_batched_extensions_match_one_by_one(model):
     with ThreadPoolExecutor(len(cases)) as pool:
         got = list(pool.map(generator.extend, contexts, [p for _, p in cases]))
     assert got == expected
+
+
+def test_a_stream_gives_the_same_tokens_and_a_closed_one_leaves_the_batch(model):
+    context = encode(context_notes(melody("twinkle_twinkle"), Params()))
+    long = Params(extension_duration=30.0, max_notes=200, temperature=2.0, seed=7)
+    full = extend_tokens(model, context, long)
+    assert len(full) > 200
+    assert list(stream_tokens(model, context, long)) == full
+    generator = BatchedGenerator(model, max_batch=1)  # one slot: the next request needs it back
+    stream = generator.extend_stream(context, long)
+    assert [next(stream) for _ in range(3)] == full[:3]
+    stream.close()  # the client went away
+    short = Params(extension_duration=1.0, seed=8)
+    assert generator.extend(context, short) == extend_tokens(model, context, short)
+    assert generator.steps < len(full) // 2  # the closed extension did not run on
+    assert generator.active == [] and not generator.pending
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,10 @@ get alone, up to float rounding in the attention sums.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -21,14 +23,17 @@ from models.music_transformer.generate import Extension, prompt
 from models.music_transformer.model import MusicTransformer, SlotCache, step_rows
 from models.music_transformer.params import Params
 
+_END = object()  # the last item of a request's queue
+
 
 @dataclass
 class _Request:
     context: list[int]
     params: Params
-    done: threading.Event = field(default_factory=threading.Event)
-    result: list[int] | None = None
-    error: BaseException | None = None
+    # Tokens as they are sampled, then _END (or the exception that failed the request).
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    cancelled: bool = False  # its consumer stopped reading (a client that went away): drop it at the next step
+    sent: int = 0  # how many of its extension's tokens are in `out`
 
 
 @dataclass
@@ -47,9 +52,15 @@ class BatchedGenerator:
         self.pending: deque[_Request] = deque()
         self.cond = threading.Condition()
         self.thread: threading.Thread | None = None
+        self.steps = 0  # decoding steps run so far (what a closed stream saves shows here)
 
     def extend(self, context: list[int], params: Params) -> list[int]:
         """The generated tokens after context (blocking; called from many server threads at once)."""
+        return list(self.extend_stream(context, params))
+
+    def extend_stream(self, context: list[int], params: Params) -> Iterator[int]:
+        """The generated tokens after context, each as its step samples it. Closing the iterator early
+        takes the extension out of the batch at the next step, so its slot goes to the next request."""
         request = _Request(prompt(context, self.window), params)
         with self.cond:
             if self.thread is None:
@@ -57,11 +68,13 @@ class BatchedGenerator:
                 self.thread.start()
             self.pending.append(request)
             self.cond.notify()
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-        assert request.result is not None
-        return request.result
+        try:
+            while (item := request.out.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            request.cancelled = True
 
     @torch.inference_mode()
     def _loop(self) -> None:
@@ -73,7 +86,8 @@ class BatchedGenerator:
                     self.pending.popleft() for _ in range(min(len(self.pending), self.max_batch - len(self.active)))
                 ]
             for request in joining:
-                self._admit(request)
+                if not request.cancelled:
+                    self._admit(request)
             if self.active:
                 try:
                     self._step()
@@ -93,8 +107,9 @@ class BatchedGenerator:
             self._finish(request, error=exc)
             return
         if token is None:
-            self._finish(request, extension.result())
+            self._finish(request, extension)
             return
+        _send(request, extension)
         self.active.append(_Active(request, extension, token))
 
     def _step(self) -> None:
@@ -105,16 +120,20 @@ class BatchedGenerator:
                 _, cache = self.model(torch.tensor([keep]))
                 self.cache.put(row, cache)
         logits = step_rows(self.model, torch.tensor([e.token for e in self.active]), self.cache)
+        self.steps += 1
         still: list[_Active] = []
         for row, entry in enumerate(self.active):
+            if entry.request.cancelled:
+                continue  # nobody reads it any more: its row goes to the others
             try:
                 token = entry.extension.advance(logits[row])
             except Exception as exc:
                 self._finish(entry.request, error=exc)
                 continue
             if token is None:
-                self._finish(entry.request, entry.extension.result())
+                self._finish(entry.request, entry.extension)
                 continue
+            _send(entry.request, entry.extension)
             entry.token = token
             if len(still) != row:
                 self.cache.move(row, len(still))
@@ -122,6 +141,16 @@ class BatchedGenerator:
         self.active = still
 
     @staticmethod
-    def _finish(request: _Request, result: list[int] | None = None, error: BaseException | None = None) -> None:
-        request.result, request.error = result, error
-        request.done.set()
+    def _finish(request: _Request, extension: Extension | None = None, error: BaseException | None = None) -> None:
+        if extension is not None:
+            _send(request, extension)
+            for token in extension.limits.closing_tokens():
+                request.out.put(token)
+        request.out.put(error if error is not None else _END)
+
+
+def _send(request: _Request, extension: Extension) -> None:
+    """The extension's tokens its request has not been sent yet."""
+    for token in extension.out[request.sent :]:
+        request.out.put(token)
+    request.sent = len(extension.out)

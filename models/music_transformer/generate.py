@@ -13,7 +13,7 @@ notes still sounding then are closed there.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -171,17 +171,26 @@ class Extension:
 Step = Callable[[list[int], int], torch.Tensor]
 
 
-def _generate(context: list[int], p: Params, first: torch.Tensor, step: Step) -> list[int]:
-    """The sampling loop; `step(tokens so far, new token)` gives the next logits."""
+def _generate(context: list[int], p: Params, first: torch.Tensor, step: Step) -> Iterator[int]:
+    """The sampling loop, each token as it is sampled (then the closing NOTE_OFFs); `step(tokens so far, new
+    token)` gives the next logits."""
     extension = Extension(context, p)
-    token = extension.advance(first)
-    while token is not None:
+    token, sent = extension.advance(first), 0
+    while True:
+        yield from extension.out[sent:]
+        sent = len(extension.out)
+        if token is None:
+            break
         token = extension.advance(step(extension.tokens, token))
-    return extension.result()
+    yield from extension.limits.closing_tokens()
 
 
-@torch.inference_mode()
 def extend_tokens(model: MusicTransformer, context: list[int], p: Params) -> list[int]:
+    """Generated tokens after context (see stream_tokens)."""
+    return list(stream_tokens(model, context, p))
+
+
+def stream_tokens(model: MusicTransformer, context: list[int], p: Params) -> Iterator[int]:
     """Generated tokens after context, with a KV cache: one position of work per new token.
 
     When the cache holds a full training window, it is rebuilt from the newest half of the tokens,
@@ -191,9 +200,11 @@ def extend_tokens(model: MusicTransformer, context: list[int], p: Params) -> lis
     """
     window = model.cfg.max_len
     context = prompt(context, window)
-    logits, cache = model(torch.tensor([context]))
+    with torch.inference_mode():
+        logits, cache = model(torch.tensor([context]))
     state: dict = {"cache": cache, "pos": len(context)}
 
+    @torch.inference_mode()
     def step(tokens: list[int], token: int) -> torch.Tensor:
         if state["pos"] >= window:
             keep = tokens[-(window // 2) :]
@@ -217,7 +228,7 @@ def extend_tokens_uncached(model: MusicTransformer, context: list[int], p: Param
         logits, _ = model(torch.tensor([tokens[-window:]]))
         return logits[0, -1]
 
-    return _generate(context, p, step(context, START), step)
+    return list(_generate(context, p, step(context, START), step))
 
 
 def extend(model: MusicTransformer, notes: list[Note], p: Params, cached: bool = True) -> tuple[list[int], list[int]]:

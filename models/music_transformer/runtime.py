@@ -9,6 +9,8 @@ stays in this process for the length of the call.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +51,25 @@ class MusicServable:
         return self.generator is not None
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from models.music_transformer.generate import extend_tokens
+        generated = list(self._tokens(inputs))
+        return {"tokens": np.asarray(generated, dtype=np.int32)[None, :]}
+
+    def run_stream(self, signature: str, inputs: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """Each generated token as its own part ([1, 1] tokens), as it is sampled: a client hears the first
+        notes long before the extension is complete."""
+        with contextlib.closing(self._tokens(inputs)) as tokens:
+            for token in tokens:
+                yield {"tokens": np.asarray([[token]], dtype=np.int32)}
+
+    def _tokens(self, inputs: dict[str, np.ndarray]) -> Iterator[int]:
+        from models.music_transformer.generate import stream_tokens
         from models.music_transformer.params import from_tensors
 
         params = from_tensors(inputs)  # a ParameterError is a ValueError: INVALID_ARGUMENT, a 400 at the gateway
         context = inputs["tokens"].reshape(-1).tolist()
         if self.generator is not None:
-            generated = self.generator.extend(context, params)
-        else:
-            generated = extend_tokens(self.model, context, params)
-        return {"tokens": np.asarray(generated, dtype=np.int32)[None, :]}
+            return self.generator.extend_stream(context, params)
+        return stream_tokens(self.model, context, params)
 
 
 def warmup_request() -> dict[str, np.ndarray]:

@@ -92,30 +92,46 @@ def encode(notes: list[Note], start_token: bool = True) -> list[int]:
     return tokens
 
 
-def decode(tokens: list[int]) -> list[Note]:
-    """Tokens -> notes. A NOTE_ON with no matching NOTE_OFF ends at the last time step."""
-    now, velocity = 0, bin_velocity(velocity_bin(64))
-    open_notes: dict[int, tuple[int, int]] = {}
-    notes = []
-    for token in tokens:
+class NoteReader:
+    """Tokens -> notes one token at a time: `feed` returns the notes a token ends, `close` the ones still
+    sounding (ended at the last time step). decode() reads a whole list; a stream reads as the tokens come."""
+
+    def __init__(self) -> None:
+        self.now, self.velocity = 0, bin_velocity(velocity_bin(64))
+        self.open_notes: dict[int, tuple[int, int]] = {}
+
+    def _end(self, pitch: int) -> Note:
+        start, vel = self.open_notes.pop(pitch)
+        return Note(start / STEPS_PER_SECOND, self.now / STEPS_PER_SECOND, pitch, vel)
+
+    def feed(self, token: int) -> list[Note]:
         if TIME_SHIFT <= token < VELOCITY:
-            now += token - TIME_SHIFT + 1
+            self.now += token - TIME_SHIFT + 1
         elif VELOCITY <= token < VOCAB_SIZE:
-            velocity = bin_velocity(token - VELOCITY)
+            self.velocity = bin_velocity(token - VELOCITY)
         elif NOTE_ON <= token < NOTE_OFF:
             pitch = token - NOTE_ON + MIN_PITCH
-            if pitch in open_notes:  # re-struck: close the sounding one first
-                start, vel = open_notes.pop(pitch)
-                notes.append(Note(start / STEPS_PER_SECOND, now / STEPS_PER_SECOND, pitch, vel))
-            open_notes[pitch] = (now, velocity)
+            ended = [self._end(pitch)] if pitch in self.open_notes else []  # re-struck: close the sounding one
+            self.open_notes[pitch] = (self.now, self.velocity)
+            return ended
         elif NOTE_OFF <= token < TIME_SHIFT:
             pitch = token - NOTE_OFF + MIN_PITCH
-            if pitch in open_notes:
-                start, vel = open_notes.pop(pitch)
-                notes.append(Note(start / STEPS_PER_SECOND, now / STEPS_PER_SECOND, pitch, vel))
-    for pitch, (start, vel) in open_notes.items():
-        notes.append(Note(start / STEPS_PER_SECOND, max(now, start + 1) / STEPS_PER_SECOND, pitch, vel))
-    return sorted(notes)
+            if pitch in self.open_notes:
+                return [self._end(pitch)]
+        return []
+
+    def close(self) -> list[Note]:
+        notes = [Note(start / STEPS_PER_SECOND, max(self.now, start + 1) / STEPS_PER_SECOND, pitch, vel)
+                 for pitch, (start, vel) in self.open_notes.items()]  # fmt: skip
+        self.open_notes.clear()
+        return notes
+
+
+def decode(tokens: list[int]) -> list[Note]:
+    """Tokens -> notes. A NOTE_ON with no matching NOTE_OFF ends at the last time step."""
+    reader = NoteReader()
+    notes = [note for token in tokens for note in reader.feed(token)]
+    return sorted(notes + reader.close())
 
 
 def read_midi(data: bytes) -> list[Note]:

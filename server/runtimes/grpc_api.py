@@ -1,5 +1,5 @@
 """TF Serving's gRPC API on a runtime: PredictionService (Predict, Classify, Regress, GetModelMetadata) and
-ModelService (GetModelStatus, HandleReloadConfigRequest), over one ModelStore."""
+ModelService (GetModelStatus, HandleReloadConfigRequest), over one ModelStore; plus PredictStream."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 
 from server.protos import (
+    PREDICT_STREAM,
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -102,6 +103,39 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             return response
 
 
+def predict_stream_handler(store: ModelStore) -> grpc.GenericRpcHandler:
+    """PredictStream(PredictRequest) -> stream PredictResponse. A client that cancels (the HTTP client went away)
+    ends the call; the servable's iterator is then closed, which stops its work."""
+
+    def predict_stream(request, context):
+        with _grpc_errors(context):
+            spec = request.model_spec
+            mv, sig = store.resolve(spec.name, _version(spec), spec.signature_name)
+            inputs = {k: _as_input(v, sig.inputs.get(k)) for k, v in request.inputs.items()}
+            parts = store.run_stream(mv, sig, inputs)
+            try:
+                for outputs in parts:
+                    response = predict_pb2.PredictResponse()
+                    _fill_spec(response.model_spec, spec.name, mv.version, sig.name)
+                    for key, value in outputs.items():
+                        response.outputs[key].CopyFrom(to_proto(value))
+                    yield response
+                    if not context.is_active():
+                        return
+            finally:
+                close = getattr(parts, "close", None)
+                if close is not None:
+                    close()
+
+    method = grpc.unary_stream_rpc_method_handler(
+        predict_stream,
+        request_deserializer=predict_pb2.PredictRequest.FromString,
+        response_serializer=predict_pb2.PredictResponse.SerializeToString,
+    )
+    service, name = PREDICT_STREAM.strip("/").split("/")
+    return grpc.method_handlers_generic_handler(service, {name: method})
+
+
 def _fill_spec(target: Any, name: str, version: int, signature: str) -> None:
     target.name = name
     target.version.value = version
@@ -174,4 +208,5 @@ def grpc_server(store: ModelStore, max_threads: int) -> grpc.Server:
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(store), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(store), server)
+    server.add_generic_rpc_handlers((predict_stream_handler(store),))
     return server

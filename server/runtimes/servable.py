@@ -24,6 +24,8 @@ class Servable(Protocol):
 
     A servable with a true `batches_itself` attribute schedules concurrent calls on its own (the music
     transformer's continuous batching), so SAGEMAKER_TFS_ENABLE_BATCHING's row-joining batcher leaves it alone.
+    One with a `run_stream(signature, inputs)` method yields its outputs in parts as it makes them (PredictStream);
+    closing that iterator stops the work. Any other servable streams as one part.
     """
 
     signatures: dict[str, Signature]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,16 +136,30 @@ class ModelStore:
         return mv, sig
 
     def run(self, mv: ModelVersion, sig: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._check(sig, inputs)
+        assert mv.servable is not None
+        if self.batcher is not None and not getattr(mv.servable, "batches_itself", False):
+            return self.batcher.run(mv.servable, sig.name, inputs)
+        return mv.servable.run(sig.name, inputs)
+
+    def run_stream(
+        self, mv: ModelVersion, sig: Signature, inputs: dict[str, np.ndarray]
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """The outputs in parts, from a servable that streams (see Servable); else the whole outputs as one."""
+        self._check(sig, inputs)
+        stream = getattr(mv.servable, "run_stream", None)
+        if stream is None:
+            return iter([self.run(mv, sig, inputs)])
+        return stream(sig.name, inputs)
+
+    @staticmethod
+    def _check(sig: Signature, inputs: dict[str, np.ndarray]) -> None:
         for key in inputs:
             if key not in sig.inputs:
                 raise TensorError(f"unknown input '{key}'; signature '{sig.name}' takes {list(sig.inputs)}")
         missing = [k for k in sig.inputs if k not in inputs]
         if missing:
             raise TensorError(f"missing input(s) {missing} for signature '{sig.name}'")
-        assert mv.servable is not None
-        if self.batcher is not None and not getattr(mv.servable, "batches_itself", False):
-            return self.batcher.run(mv.servable, sig.name, inputs)
-        return mv.servable.run(sig.name, inputs)
 
     def classify_or_regress(
         self, mv: ModelVersion, sig: Signature, examples: Iterable[Any], method: str

@@ -3,13 +3,17 @@
 Takes audio/midi (parameters as custom attributes, `temperature=1.1,max_notes=50`) or application/json
 `{"midi": <base64>, "temperature": .., ...}`. Parameters are DeepComposer's (see music_transformer.params): a bad
 one is a 400 naming it, checked here before the runtime runs the whole generation loop in one
-Predict call. Accept: audio/midi (default), application/json (notes and tokens), image/png (a piano roll).
+Predict call. Accept: audio/midi (default), application/json (notes and tokens), image/png (a piano roll), or
+application/jsonlines, which streams: a line per note as the runtime samples it (PredictStream), then the MIDI.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import json
+from collections.abc import Iterator
 
 import numpy as np
 from handler_kit import UnsupportedType, json_body, json_response, model_attributes, negotiate
@@ -21,6 +25,7 @@ from music_transformer.tokens import (
     VELOCITY,
     MidiError,
     Note,
+    NoteReader,
     decode,
     describe,
     encode,
@@ -29,7 +34,8 @@ from music_transformer.tokens import (
 )
 
 MIDI_TYPES = ("audio/midi", "audio/x-midi", "audio/mid")
-RESPONSE_TYPES = ("audio/midi", "application/json", "image/png")
+JSONLINES = "application/jsonlines"
+RESPONSE_TYPES = ("audio/midi", "application/json", "image/png", JSONLINES)
 
 
 def _request(body: bytes, context) -> tuple[bytes, dict]:
@@ -47,7 +53,7 @@ def _request(body: bytes, context) -> tuple[bytes, dict]:
     return midi, request
 
 
-def input_handler(data, context):
+def handler(data, context):
     accept = negotiate(context.accept_header, RESPONSE_TYPES, "audio/midi")
     midi, values = _request(data.read(), context)
     params = parse(values)
@@ -55,13 +61,41 @@ def input_handler(data, context):
     if not notes:
         raise MidiError(f"the melody has no notes in its first {params.input_duration} s (input_duration)")
     tokens = encode([Note(n.start, min(n.end, params.input_duration), n.pitch, n.velocity) for n in notes])
-    context.music = (tokens, params, accept)
-    return {"inputs": {"tokens": np.asarray([tokens], dtype=np.int32), **as_tensors(params)}}
+    inputs = {"tokens": np.asarray([tokens], dtype=np.int32), **as_tensors(params)}
+    if accept == JSONLINES:
+        return _stream(tokens, params, context.predict_stream(inputs)), JSONLINES
+    generated = context.predict(inputs)["tokens"].reshape(-1).astype(int).tolist()
+    return _answer(tokens, generated, params, accept)
 
 
-def output_handler(response, context):
-    tokens, params, accept = context.music
-    generated = response.outputs["tokens"].reshape(-1).astype(int).tolist()
+def _note(n: Note) -> dict:
+    return {"start": n.start, "end": n.end, "pitch": n.pitch, "velocity": n.velocity}
+
+
+def _stream(tokens: list[int], params, parts) -> Iterator[str]:
+    """One JSON line per added note as soon as its end is sampled (`{"note": ...}`), then the whole melody as
+    a last line (`{"midi": <base64 MIDI>, ...}`, the same file Accept: audio/midi answers). Closing this (the
+    client went away) closes `parts`, which stops the generation in the runtime."""
+    reader = NoteReader()
+    for token in tokens:
+        reader.feed(token)  # the input's notes: not sent again
+    boundary, generated, added = reader.now / STEPS_PER_SECOND, [], 0
+    with contextlib.closing(parts):
+        for part in parts:
+            for token in part["tokens"].reshape(-1).astype(int).tolist():
+                generated.append(token)
+                for note in reader.feed(token):
+                    added += 1
+                    yield json.dumps({"note": _note(note)}) + "\n"
+    for note in reader.close():
+        added += 1
+        yield json.dumps({"note": _note(note)}) + "\n"
+    midi = write_midi(decode(tokens + generated))
+    yield json.dumps({"midi": base64.b64encode(midi).decode(), "added_notes": added, "extension_starts_at": boundary,
+                      "tokens": generated, "parameters": params.as_dict()}) + "\n"  # fmt: skip
+
+
+def _answer(tokens: list[int], generated: list[int], params, accept: str):
     notes = decode(tokens + generated)
     boundary = sum(t - TIME_SHIFT + 1 for t in tokens if TIME_SHIFT <= t < VELOCITY) / STEPS_PER_SECOND
     given = [n for n in notes if n.start < boundary]
@@ -69,10 +103,9 @@ def output_handler(response, context):
     if accept == "image/png":
         return piano_roll_png(given, added, f"input + {params.extension_duration:g} s extension"), "image/png"
     if accept == "application/json":
-        as_dict = [{"start": n.start, "end": n.end, "pitch": n.pitch, "velocity": n.velocity} for n in notes]
         return json_response(
             {
-                "notes": as_dict,
+                "notes": [_note(n) for n in notes],
                 "input_notes": len(given),
                 "added_notes": len(added),
                 "extension_starts_at": boundary,
