@@ -55,11 +55,20 @@ class MusicServable:
         return {"tokens": np.asarray(generated, dtype=np.int32)[None, :]}
 
     def run_stream(self, signature: str, inputs: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        """Each generated token as its own part ([1, 1] tokens), as it is sampled: a client hears the first
-        notes long before the extension is complete."""
+        """The generated tokens in parts ([1, n] tokens), each ending where a note ends (a NOTE_OFF is sampled):
+        a client hears each note as soon as it is complete, long before the extension is, at one message per
+        note rather than per token."""
+        from models.music_transformer.tokens import NOTE_OFF, TIME_SHIFT
+
+        part: list[int] = []
         with contextlib.closing(self._tokens(inputs)) as tokens:
             for token in tokens:
-                yield {"tokens": np.asarray([[token]], dtype=np.int32)}
+                part.append(token)
+                if NOTE_OFF <= token < TIME_SHIFT:
+                    yield {"tokens": np.asarray([part], dtype=np.int32)}
+                    part = []
+        if part:
+            yield {"tokens": np.asarray([part], dtype=np.int32)}
 
     def _tokens(self, inputs: dict[str, np.ndarray]) -> Iterator[int]:
         from models.music_transformer.generate import stream_tokens
