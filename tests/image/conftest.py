@@ -31,6 +31,7 @@ def container(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", "SAGESTACK_BIND_ADDRESS=127.0.0.1",
         "-e", f"SAGEMAKER_SAFE_PORT_RANGE={free_port_range(40)}",
         "-e", "SAGEMAKER_TFS_DEFAULT_MODEL_NAME=half_plus_three",
+        "-e", "SAGESTACK_ASYNC_OUTPUT_PATH=file:///tmp/async/out", "-e", "SAGESTACK_ASYNC_INPUT_PREFIXES=/tmp/async/in",
         request.param, "serve",
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

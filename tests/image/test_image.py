@@ -112,6 +112,42 @@ def test_the_shipped_transform_runs_a_job_against_the_container(container):
     assert len(out) == 300 and all(line.split(",")[-1] in ("low risk", "high risk") for line in out)
 
 
+def runtime_client(container):
+    import boto3
+
+    return boto3.client("sagemaker-runtime", endpoint_url=container.url, region_name="us-east-1",
+                        aws_access_key_id="x", aws_secret_access_key="x")  # fmt: skip
+
+
+def test_async_inference_runs_in_the_image(container):
+    """boto3's invoke_endpoint_async: the input and the output on the container's disk (file://)."""
+    podman("exec", "-i", container.name, "sh", "-c", "mkdir -p /tmp/async/in && cat > /tmp/async/in/x.json",
+           input='{"instances": [1.0, 2.0]}')  # fmt: skip
+    r = runtime_client(container).invoke_endpoint_async(
+        EndpointName="image", InputLocation="file:///tmp/async/in/x.json", ContentType="application/json",
+        InferenceId="in-image",
+    )  # fmt: skip
+    assert r["OutputLocation"] == "file:///tmp/async/out/in-image.out"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        out = podman("exec", container.name, "cat", "/tmp/async/out/in-image.out", check=False)
+        if out.returncode == 0:
+            assert json.loads(out.stdout) == {"predictions": [3.5, 4.0]}
+            return
+        time.sleep(0.2)
+    pytest.fail("the async output was not written within 60 s")
+
+
+def test_music_streams_notes_through_the_image(container):
+    sample = payload("music_transformer")
+    r = runtime_client(container).invoke_endpoint_with_response_stream(
+        EndpointName="image", Body=sample.body, ContentType="audio/midi", Accept="application/jsonlines",
+        CustomAttributes="tfs-model-name=music_transformer,extension_duration=2,seed=3",
+    )  # fmt: skip
+    lines = [json.loads(line) for line in b"".join(e["PayloadPart"]["Bytes"] for e in r["Body"]).splitlines()]
+    assert all("note" in line for line in lines[:-1]) and "midi" in lines[-1]
+
+
 def test_user_and_sigterm_drains_to_exit_0(container):
     user = podman("exec", container.name, "id", "-un").stdout.strip()
     assert user == container.user
