@@ -27,6 +27,7 @@ from server.storage import Location, StorageError
 
 POLL_SECONDS = 0.05  # how often an idle dispatcher looks at the queue
 RETRY_SECONDS = 1.0  # after the gateway could not be reached (gunicorn restarting)
+PURGE_SECONDS = 600.0  # how often rows of long-finished requests are deleted
 
 
 def log(message: str) -> None:
@@ -54,8 +55,12 @@ class Dispatcher:
         if requeued or given_up:
             log(f"recovered: {len(requeued)} request(s) requeued, {len(given_up)} failed after repeated stops")
         log(f"dispatching from {self.queue.path}, {self.concurrency} at a time")
+        purged = 0.0
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="async") as pool:
             while not self.stopping.is_set():
+                if time.monotonic() - purged > PURGE_SECONDS:
+                    self.queue.purge()
+                    purged = time.monotonic()
                 if not self.slots.acquire(timeout=0.5):
                     continue
                 claimed = self.queue.claim()

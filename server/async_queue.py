@@ -76,14 +76,17 @@ class AsyncQueue:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
+            db.execute("PRAGMA journal_mode=WAL")  # kept in the file: every later connection is in WAL mode
             db.executescript(_SCHEMA)
 
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
+    def _db(self, synced: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection for one operation. `synced` (submit): the commit is fsynced, so an accepted request is
+        on disk before its 202. The dispatcher's writes are not: a power cut (not a crash) may forget that a
+        request started or finished, and recover() then runs it again unless its output was written."""
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # an accepted request is on disk before the 202 goes out
+            db.execute(f"PRAGMA synchronous={'FULL' if synced else 'NORMAL'}")
             yield db
         finally:
             db.close()
@@ -91,7 +94,7 @@ class AsyncQueue:
     def submit(self, request: AsyncRequest, now: float | None = None) -> bool:
         """Queue the request; False when its InferenceId is already queued or running (it is not taken twice)."""
         now = time.time() if now is None else now
-        with self._db() as db:
+        with self._db(synced=True) as db:
             db.execute("BEGIN IMMEDIATE")
             row = db.execute("SELECT state FROM requests WHERE id = ?", (request.inference_id,)).fetchone()
             if row is not None and row[0] in (QUEUED, RUNNING):
@@ -136,9 +139,15 @@ class AsyncQueue:
                 "INSERT INTO outcomes (outcome, n) VALUES (?, 1) ON CONFLICT(outcome) DO UPDATE SET n = n + 1",
                 (outcome,),
             )
-            db.execute("DELETE FROM requests WHERE state IN (?, ?) AND finished < ?", (DONE, FAILED,
-                       now - KEEP_FINISHED_SECONDS))  # fmt: skip
             db.execute("COMMIT")
+
+    def purge(self, now: float | None = None) -> int:
+        """Delete the rows of requests finished more than KEEP_FINISHED_SECONDS ago (their counts stay)."""
+        now = time.time() if now is None else now
+        with self._db() as db:
+            gone = db.execute("DELETE FROM requests WHERE state IN (?, ?) AND finished < ?",
+                              (DONE, FAILED, now - KEEP_FINISHED_SECONDS))  # fmt: skip
+            return gone.rowcount
 
     def retry(self, inference_id: str, counted: bool = True) -> None:
         """Put a running request back: it keeps its place and its TTL. Not `counted` when it never reached the

@@ -45,6 +45,8 @@ def test_the_queue_hands_out_requests_oldest_first_once_each(tmp_path):
     stats = queue.stats()
     assert (stats.backlog, stats.running, stats.successes, stats.failures) == (1, 1, 1, 1)
     assert queue.submit(request("a"))  # finished: the same InferenceId may come again
+    assert queue.purge(now=time.time() + 2 * 24 * 3600) == 1  # "b", finished long ago; "a" and "c" are not
+    assert queue.state("b") is None and queue.stats().failures == 1  # the counts outlive the rows
 
 
 def test_recovery_requeues_what_a_stopped_stack_left_running_unless_its_output_is_there(tmp_path):
