@@ -47,6 +47,11 @@ NOT_FOUND = {
 }
 
 
+# What an async endpoint's container needs (the user's --env-file wins): SageMaker's queue sends it inputs of up
+# to 1 GB and waits up to InvocationTimeoutSeconds (at most 3600 s) for each answer.
+ASYNC_ENV = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024", "SAGEMAKER_GUNICORN_TIMEOUT_SECONDS": "3600"}
+
+
 class SyncError(RuntimeError):
     """A problem the user can fix; the message says what."""
 
@@ -164,7 +169,7 @@ class SageMakerSync:
             account, region = self.check_environment(), self.session.region_name
         image_uri = self.push_image(req, account, region)
         model_data = self.upload_model(req, account, region)
-        env = {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": req.model, **req.env}
+        env = {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": req.model, **(ASYNC_ENV if req.async_config() else {}), **req.env}
         role = req.role_arn or f"arn:aws:iam::{account}:role/SageMakerExecutionRole"
         model_name = f"{req.endpoint_name}-{short_hash(image_uri, model_data, env, role)}"
         self.ensure_model(req, model_name, image_uri, model_data, env, role)

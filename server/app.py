@@ -8,7 +8,6 @@ Routes: /ping, /invocations, /endpoints/{name}/invocations (what boto3's invoke_
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hmac
 import importlib.resources
@@ -79,15 +78,20 @@ class ExecutionParameters:
 
 def spool_body(req: falcon.Request, limit: int, in_memory: int, folder: Path) -> IO[bytes]:
     """An async request's input (up to 1 GB): kept in memory up to `in_memory` bytes, past that in a file."""
+    if req.content_length is not None and req.content_length > limit:
+        raise ApiError(413, f"request body of {req.content_length:,} bytes exceeds {limit:,} bytes")
     folder.mkdir(parents=True, exist_ok=True)
     spooled = tempfile.SpooledTemporaryFile(max_size=in_memory, dir=folder)
-    total = 0
-    while chunk := req.bounded_stream.read(1 << 20):
-        total += len(chunk)
-        if total > limit:
-            spooled.close()
-            raise ApiError(413, f"request body exceeds {limit:,} bytes")
-        spooled.write(chunk)
+    try:
+        total = 0
+        while chunk := req.bounded_stream.read(1 << 20):
+            total += len(chunk)
+            if total > limit:
+                raise ApiError(413, f"request body exceeds {limit:,} bytes")
+            spooled.write(chunk)
+    except BaseException:
+        spooled.close()
+        raise
     return spooled
 
 
@@ -162,12 +166,11 @@ class InvocationsResponseStream(Invocations):
     def answer(self, resp: falcon.Response, reply: Reply, content_type: str) -> None:
         resp.content_type = eventstream.CONTENT_TYPE
         resp.set_header("X-Amzn-SageMaker-Content-Type", content_type)
-        resp.stream = as_events(reply)
+        resp.stream = EventReply(reply)
 
 
-def started(chunks: Iterator[bytes], closing: IO[bytes] | None) -> Iterator[bytes]:
-    """The stream, run to its first chunk now (its errors so far are the request's); closing it closes the
-    handler's generator (a client that went away stops the work) and `closing`, the spooled input."""
+def started(chunks: Iterator[bytes], closing: IO[bytes] | None) -> StreamedReply:
+    """The stream, run to its first chunk now (its errors so far are the request's)."""
     try:
         first = next(chunks, None)
     except BaseException:
@@ -175,31 +178,64 @@ def started(chunks: Iterator[bytes], closing: IO[bytes] | None) -> Iterator[byte
         if closing is not None:
             closing.close()
         raise
+    return StreamedReply(first, chunks, closing)
 
-    def rest() -> Iterator[bytes]:
+
+class StreamedReply:
+    """A streamed answer as the WSGI server iterates it. Its `close()` (the server calls it when the answer ends
+    or the client went away, even before the first chunk) closes the handler's generator, which cancels the
+    runtime call, and `closing`, the spooled input."""
+
+    def __init__(self, first: bytes | None, chunks: Iterator[bytes], closing: IO[bytes] | None) -> None:
+        self.first, self.chunks, self.closing = first, chunks, closing
+
+    def __iter__(self) -> StreamedReply:
+        return self
+
+    def __next__(self) -> bytes:
+        if self.first is not None:
+            first, self.first = self.first, None
+            return first
+        return next(self.chunks)
+
+    def close(self) -> None:
+        self.first = None
+        self.chunks.close()  # type: ignore[attr-defined]
+        if self.closing is not None:
+            self.closing.close()
+
+
+class EventReply:
+    """The answer as event stream messages: each chunk as PayloadParts of at most PART_BYTES (botocore refuses
+    larger event payloads), a ModelStreamError when the model fails mid-stream. `close()` closes the answer."""
+
+    PART_BYTES = 1 << 20
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.events = self._events()
+
+    def _events(self) -> Iterator[bytes]:
+        chunks = [self.reply] if isinstance(self.reply, bytes) else self.reply
         try:
-            if first is not None:
-                yield first
-                yield from chunks
-        finally:
-            chunks.close()  # type: ignore[attr-defined]
-            if closing is not None:
-                closing.close()
-
-    return rest()
-
-
-def as_events(reply: Reply) -> Iterator[bytes]:
-    if isinstance(reply, bytes):
-        yield eventstream.payload_part(reply)
-        return
-    with contextlib.closing(reply):  # type: ignore[type-var]
-        try:
-            for chunk in reply:
-                yield eventstream.payload_part(chunk)
+            for chunk in chunks:
+                for at in range(0, max(len(chunk), 1), self.PART_BYTES):
+                    yield eventstream.payload_part(chunk[at : at + self.PART_BYTES])
         except ApiError as exc:
             log.warning("stream cut by the model: %s", exc.message)
-            yield eventstream.model_stream_error(exc.message)
+            code = "ModelInvocationTimeExceeded" if exc.status == 504 else "ModelError"
+            yield eventstream.model_stream_error(exc.message, code)
+
+    def __iter__(self) -> EventReply:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self.events)
+
+    def close(self) -> None:
+        self.events.close()
+        if not isinstance(self.reply, bytes):
+            self.reply.close()  # type: ignore[attr-defined]
 
 
 class AsyncInvocations:

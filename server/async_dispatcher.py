@@ -63,6 +63,9 @@ class Dispatcher:
                     purged = time.monotonic()
                 if not self.slots.acquire(timeout=0.5):
                     continue
+                if self.stopping.is_set():  # SIGTERM came while it waited for a slot: take nothing new
+                    self.slots.release()
+                    break
                 claimed = self.queue.claim()
                 if claimed is None:
                     self.slots.release()
@@ -76,7 +79,10 @@ class Dispatcher:
             self.run_one(claim)
         except Exception as exc:  # never lose the slot or the request's record to a bug
             log(f"{claim.request.inference_id}: dispatch failed: {type(exc).__name__}: {exc}")
-            self._fail(claim.request, 500, f"internal error while dispatching: {type(exc).__name__}: {exc}")
+            try:
+                self._fail(claim.request, 500, f"internal error while dispatching: {type(exc).__name__}: {exc}")
+            except Exception as again:  # the queue itself failed: recover() puts it back at the next start
+                log(f"{claim.request.inference_id}: recording the failure failed too: {again}")
         finally:
             self.slots.release()
 
@@ -91,6 +97,9 @@ class Dispatcher:
             log(f"{request.inference_id}: {exc}; it stays queued")
             self.queue.retry(request.inference_id, counted=False)
             self.stopping.wait(RETRY_SECONDS)
+            return
+        except http.client.IncompleteRead as exc:  # a streamed answer the model cut short: its fault, not retried
+            self._fail(request, 500, f"the model's streamed answer broke off after {len(exc.partial)} bytes")
             return
         except GatewayLost as exc:
             if claim.attempt >= MAX_ATTEMPTS:
@@ -133,6 +142,8 @@ class Dispatcher:
             headers["Accept"] = request.accept
         if request.custom_attributes:
             headers[async_inference.CUSTOM_ATTRIBUTES] = request.custom_attributes
+        if self.settings.auth_token:  # the gateway asks every caller for the token, this one too
+            headers["Authorization"] = f"Bearer {self.settings.auth_token}"
         conn = UnixConnection(self.settings.gunicorn_socket, timeout=request.invocation_timeout)
         conn.blocksize = 1 << 20  # the body goes out a MB at a time
         try:
@@ -147,9 +158,15 @@ class Dispatcher:
                     pass  # the gateway answered before it read the whole body (a 4xx): read that answer
                 try:
                     response = conn.getresponse()
-                    return response.status, response.getheader("Content-Type") or "", response.read()
                 except (ConnectionError, http.client.HTTPException) as exc:
                     raise GatewayLost(f"the gateway closed the connection without an answer ({exc})") from None
+                try:
+                    body = response.read()
+                except http.client.IncompleteRead:
+                    raise  # a chunked answer cut short: the model broke off mid-stream
+                except (ConnectionError, http.client.HTTPException) as exc:
+                    raise GatewayLost(f"the connection broke during the answer ({exc})") from None
+                return response.status, response.getheader("Content-Type") or "", body
         finally:
             conn.close()
 
@@ -163,10 +180,11 @@ class Dispatcher:
         self.queue.finish(request.inference_id, False, f"{status}: {message}"[:2000])
 
 
-def written(request: AsyncRequest) -> bool:
-    """Whether the request's output is already there (it ran before the stack stopped, but was not marked)."""
+def written(request: AsyncRequest, started: float) -> bool:
+    """Whether this run of the request wrote its output before the stack stopped (an output from an earlier
+    request under the same name is older than its start, so it does not count)."""
     try:
-        return Location.parse(request.output_location).exists("")
+        return Location.parse(request.output_location).itself().modified >= started - 1.0  # S3: whole seconds
     except StorageError:
         return False
 

@@ -8,6 +8,7 @@ carrying it; the answer is 202 with the InferenceId, and where the result (or th
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Callable
@@ -36,8 +37,10 @@ MAX_INPUT_BYTES = 1024**3  # SageMaker async inference's payload limit
 TTL_RANGE, DEFAULT_TTL = (60, 21600), 21600  # RequestTTLSeconds: 6 h by default
 TIMEOUT_RANGE, DEFAULT_TIMEOUT = (1, 3600), 900  # InvocationTimeoutSeconds: 15 min by default
 # InferenceId: 1-64 printable characters, not starting with a space (botocore's pattern). It names the output
-# object, so sagestack also refuses '/' and a leading '.', which would put it elsewhere.
-_INFERENCE_ID = re.compile(r"[^\s/.][\x20-\x7e]{0,63}")
+# object, so sagestack also refuses '/', '\\', '?', '#' and '%' anywhere and a leading '.', which would put the
+# output elsewhere than its OutputLocation says.
+_INFERENCE_ID = re.compile(r"[^\s/.\\?#%][^/\\?#%\x00-\x1f\x7f-\uffff]{0,63}")
+_FILENAME = re.compile(r"(?!.*\..*\.)[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # botocore's FilenameHeader pattern
 _PATH_PART = re.compile(r"[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*")
 
 
@@ -53,23 +56,35 @@ def parse(header: Callable[[str], str | None], settings: Settings) -> AsyncReque
     if extension and (len(extension) > 512 or not _PATH_PART.fullmatch(extension) or ".." in extension.split("/")):
         raise bad_request(f"{OUTPUT_EXTENSION} {extension!r} must be a relative key path (letters, digits, !_.*'()-)")
     filename = header(FILENAME)
-    if filename is not None and (len(filename) > 32 or "/" in filename or not _PATH_PART.fullmatch(filename)):
-        raise bad_request(f"{FILENAME} {filename!r} must be a file name of at most 32 characters, without '/'")
+    if filename is not None and (len(filename) > 32 or not _FILENAME.fullmatch(filename)):
+        raise bad_request(f"{FILENAME} {filename!r} must be a file name of at most 32 letters, digits, '-', '_' "
+                          "and one '.'")  # fmt: skip
     input_location = check_input(header(INPUT_LOCATION), settings)
-    output = Location.parse(settings.async_output_path or "")
-    failure = Location.parse(settings.async_failure_path or settings.async_output_path or "")
     prefix = f"{extension}/" if extension else ""
     return AsyncRequest(
         inference_id=inference_id,
         input_location=input_location,
-        output_location=output.uri_of(prefix + (filename or f"{inference_id}.out")),
-        failure_location=failure.uri_of(f"{prefix}{inference_id}-error.out"),
+        output_location=_under(settings.async_output_path, prefix + (filename or f"{inference_id}.out")),
+        failure_location=_under(
+            settings.async_failure_path or settings.async_output_path, f"{prefix}{inference_id}-error.out"
+        ),
         content_type=header(CONTENT_TYPE),
         accept=header(ACCEPT),
         custom_attributes=header(CUSTOM_ATTRIBUTES),
         invocation_timeout=_seconds(header, INVOCATION_TIMEOUT, TIMEOUT_RANGE, DEFAULT_TIMEOUT),
         request_ttl=_seconds(header, REQUEST_TTL, TTL_RANGE, DEFAULT_TTL),
     )
+
+
+def _under(root: str | None, key: str) -> str:
+    """The URI of `key` under the configured s3:// or file:// root; never outside it."""
+    where = Location.parse(root or "")
+    if where.is_s3:
+        return where.uri_of(key)
+    path = Path(where.child(key)).resolve()
+    if not path.is_relative_to(Path(where.path).resolve()):
+        raise bad_request(f"the output name {key!r} would leave {root}")
+    return f"file://{path}"
 
 
 def check_input(uri: str | None, settings: Settings) -> str:
@@ -88,6 +103,10 @@ def check_input(uri: str | None, settings: Settings) -> str:
         if not any(path.is_relative_to(root) for root in roots):
             allowed = ", ".join(str(r) for r in roots) or "none are set"
             raise ApiError(403, f"{INPUT_LOCATION} {uri!r} is outside SAGESTACK_ASYNC_INPUT_PREFIXES ({allowed})")
+        uri = f"file://{path}"  # the dispatcher opens what was checked, not a link that may change since
+        where = Location.parse(uri)
+        if not os.access(path, os.R_OK):
+            raise bad_request(f"{INPUT_LOCATION} {uri!r} cannot be read by the stack")
     try:
         size = where.itself().size
     except StorageError as exc:

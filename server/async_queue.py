@@ -158,14 +158,16 @@ class AsyncQueue:
                 (QUEUED, 0 if counted else 1, inference_id, RUNNING),
             )
 
-    def recover(self, written: Callable[[AsyncRequest], bool]) -> tuple[list[str], list[str]]:
+    def recover(self, written: Callable[[AsyncRequest, float], bool]) -> tuple[list[str], list[str]]:
         """At start-up: requests left running by a stack that stopped go back in the queue, or count as done
-        when `written` says their output is there. Returns (requeued ids, ids failed after MAX_ATTEMPTS)."""
+        when `written(request, started)` says that run wrote its output. Returns (requeued ids, ids failed after
+        MAX_ATTEMPTS)."""
         with self._db() as db:
-            rows = db.execute("SELECT id, attempts, request FROM requests WHERE state = ?", (RUNNING,)).fetchall()
+            rows = db.execute("SELECT id, attempts, started, request FROM requests WHERE state = ?", (RUNNING,))
+            found = rows.fetchall()
         requeued, given_up = [], []
-        for inference_id, attempts, raw in rows:
-            if written(AsyncRequest(**json.loads(raw))):
+        for inference_id, attempts, started, raw in found:
+            if written(AsyncRequest(**json.loads(raw)), started):
                 self.finish(inference_id, True)
             elif attempts >= MAX_ATTEMPTS:
                 self.finish(inference_id, False, f"the stack stopped while running it, {attempts} times")

@@ -200,20 +200,25 @@ class Connection:
             error = json.dumps({"error": "internal server error in the gunicorn worker"}).encode()
             self.send("500 Internal Server Error", [("Content-Type", "application/json")], error, False)
             return False
-        keep_alive = worker.alive and worker.cfg.keepalive > 0 and _wants_keep_alive(environ)
         status, headers = reply
-        if any(name.lower() == "connection" and value.lower() == "close" for name, value in headers):
-            keep_alive = False
-        unread = environ["wsgi.input"]
-        if isinstance(unread, SocketBody) and unread.left:
-            keep_alive = False  # the app left part of a streamed body unread: the connection cannot be reused
+        keep_alive = self._keep_alive(environ, headers)
         return self.send(status, headers, b"".join(body), keep_alive, head=environ["REQUEST_METHOD"] == "HEAD")
+
+    def _keep_alive(self, environ: dict[str, Any], headers: list[tuple[str, str]]) -> bool:
+        """Whether the connection may take another request after this reply."""
+        worker = self.worker
+        if not (worker.alive and worker.cfg.keepalive > 0 and _wants_keep_alive(environ)):
+            return False
+        if any(name.lower() == "connection" and value.lower() == "close" for name, value in headers):
+            return False
+        unread = environ["wsgi.input"]
+        return not (isinstance(unread, SocketBody) and unread.left)  # unread body bytes: the connection is spent
 
     def stream(self, environ: dict[str, Any], status: str, headers: list[tuple[str, str]], result: Any) -> bool:
         """Send a reply without Content-Length chunk by chunk as the app yields them. A failure part-way cuts
         the body short (no last chunk) and closes the connection; so does a client that went away."""
         worker = self.worker
-        keep_alive = worker.alive and worker.cfg.keepalive > 0 and _wants_keep_alive(environ)
+        keep_alive = self._keep_alive(environ, headers)
         try:
             self.sock.sendall(self.head(status, [*headers, ("Transfer-Encoding", "chunked")], keep_alive))
             for chunk in result:

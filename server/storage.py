@@ -32,6 +32,7 @@ class StoredObject:
     name: str  # relative to the location's folder: where its output goes under an output location
     key: str  # the full S3 key or local path: what `Location.open` reads
     size: int
+    modified: float = 0.0  # seconds since the epoch (from `itself`; S3 has whole seconds)
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,10 @@ class Location:
                 raise StorageError(f"{self.uri!r}: {exc.strerror}") from None
             if not Path(self.path).is_file():
                 raise StorageError(f"{self.uri!r}: not a file")
-            return StoredObject(name, self.path, size)
+            return StoredObject(name, self.path, size, Path(self.path).stat().st_mtime)
         with _s3_errors(self.uri):
             head = _s3().head_object(Bucket=self.bucket, Key=self.path)
-        return StoredObject(name, self.path, int(head["ContentLength"]))
+        return StoredObject(name, self.path, int(head["ContentLength"]), head["LastModified"].timestamp())
 
     def exists(self, key: str) -> bool:
         if not self.is_s3:
@@ -148,10 +149,14 @@ class Location:
     def _replace_local(self, key: str, fill: Callable[[Path], object]) -> str:
         """Write `key` beside its name, then rename it in: a reader sees the whole file or none."""
         target = Path(self.child(key))
-        target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial")
-        fill(partial)
-        os.replace(partial, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fill(partial)
+            os.replace(partial, target)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise StorageError(f"{str(target)!r}: {exc.strerror or exc}") from None
         return str(target)
 
 

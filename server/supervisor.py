@@ -83,6 +83,7 @@ class Supervisor:
         self.gunicorn: subprocess.Popen | None = None
         self.nginx: subprocess.Popen | None = None
         self.dispatcher: subprocess.Popen | None = None  # async inference (server.async_dispatcher), when configured
+        self.dispatcher_started = 0.0  # a dispatcher that dies at once is restarted at most once a second
         self.control: control.ControlServer | None = None
         self.stopping = threading.Event()
         self.restarting: set[str] = set()
@@ -278,6 +279,7 @@ class Supervisor:
         if self.settings.async_enabled:
             argv = [sys.executable, "-m", "server.async_dispatcher", str(self.settings.settings_file)]
             self.dispatcher = subprocess.Popen(argv, start_new_session=True)
+            self.dispatcher_started = time.monotonic()
 
     def _start_nginx(self) -> None:
         conf = nginx.write_config(self.settings)
@@ -309,7 +311,8 @@ class Supervisor:
         if self.gunicorn is not None and self.gunicorn.poll() is not None:
             log(f"gunicorn exited with code {self.gunicorn.returncode}; restarting it")
             self._start_gunicorn()
-        if self.dispatcher is not None and self.dispatcher.poll() is not None:
+        dispatcher_up_for = time.monotonic() - self.dispatcher_started
+        if self.dispatcher is not None and self.dispatcher.poll() is not None and dispatcher_up_for > 1.0:
             log(f"the async dispatcher exited with code {self.dispatcher.returncode}; restarting it")
             self._start_dispatcher()
         if self.nginx is not None and self.nginx.poll() is not None:

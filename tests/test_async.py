@@ -57,7 +57,9 @@ def test_recovery_requeues_what_a_stopped_stack_left_running_unless_its_output_i
     for _ in range(2):  # "tired" was cut off twice more
         queue.retry("tired")
         queue.claim()
-    requeued, given_up = AsyncQueue(tmp_path / "q.sqlite3").recover(lambda r: r.inference_id == "ran")
+    requeued, given_up = AsyncQueue(tmp_path / "q.sqlite3").recover(
+        lambda r, started: r.inference_id == "ran" and started > 0
+    )
     assert requeued == ["cut"] and given_up == ["tired"]
     assert (queue.state("ran"), queue.state("cut"), queue.state("tired")) == ("done", "queued", "failed")
     again = queue.claim()
@@ -125,7 +127,8 @@ def test_boto3_invoke_endpoint_async_reads_and_writes_s3(async_models, aws, tmp_
                                            ContentType="application/json", S3OutputPathExtension="day1")  # fmt: skip
         assert bad["OutputLocation"].startswith(f"s3://{BUCKET}/out/day1/")  # a fresh UUID names it
         deadline = time.monotonic() + 60
-        while metric(stack.url, "sagestack_async_backlog_size") > 0 and time.monotonic() < deadline:
+        while metric(stack.url, "sagestack_async_backlog_size") > 0:
+            assert time.monotonic() < deadline, "the backlog did not drain within 60 s"
             time.sleep(0.1)
         answer = s3.get_object(Bucket=BUCKET, Key="out/first-one.out")
         assert json.loads(answer["Body"].read()) == {"predictions": [3.5, 4.0]}
@@ -151,8 +154,11 @@ def test_boto3_invoke_endpoint_async_reads_and_writes_s3(async_models, aws, tmp_
         assert code == 404 and "nope" in why
         code, why = refused(**{"X-Amzn-SageMaker-InputLocation": "file:///etc/passwd"})
         assert code == 403 and "SAGESTACK_ASYNC_INPUT_PREFIXES" in why
-        code, why = refused(**{"X-Amzn-SageMaker-Inference-Id": "../escape"})
-        assert code == 400 and "Inference-Id" in why
+        for bad_id in ("../escape", "a/../../x", "a?b", "a#b"):
+            code, why = refused(**{"X-Amzn-SageMaker-Inference-Id": bad_id})
+            assert code == 400 and "Inference-Id" in why, bad_id
+        code, why = refused(**{"X-Amzn-SageMaker-Filename": "."})
+        assert code == 400 and "Filename" in why
     finally:
         assert stack.stop() == 0
 
@@ -221,24 +227,36 @@ def test_a_large_input_streams_through_and_the_queue_survives_a_killed_dispatche
         stack.stop()
 
 
-def test_an_input_past_the_payload_limit_streams_through_the_h1c_worker(async_models, tmp_path):
+def test_an_input_past_the_payload_limit_streams_through_the_h1c_worker_with_auth_on(async_models, tmp_path):
     inputs, out = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     data = hashlib.sha256(b"h1c").digest() * (20 << 15)  # 20 MB, past the 6 MB payload limit
     (inputs / "blob.bin").write_bytes(data)
     stack = start_stack(async_models, tmp_path / "run", SAGEMAKER_GUNICORN_WORKER_CLASS="gevent_h1c",
                         SAGESTACK_ASYNC_OUTPUT_PATH=f"file://{out}", SAGESTACK_ASYNC_INPUT_PREFIXES=str(inputs),
-                        SAGEMAKER_TFS_DEFAULT_MODEL_NAME="hpt_async")  # fmt: skip
+                        SAGEMAKER_TFS_DEFAULT_MODEL_NAME="hpt_async", SAGESTACK_AUTH_TOKEN="s3cret")  # fmt: skip
+    auth = {"Authorization": "Bearer s3cret"}
     try:
-        runtime_client(stack.url).invoke_endpoint_async(
-            EndpointName="e", InputLocation=f"file://{inputs}/blob.bin", InferenceId="blob",
-            ContentType="application/octet-stream",
-        )  # fmt: skip
-        assert json.loads(wait_for(out / "blob.out")) == {
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
+        submit = {
+            **auth,
+            "X-Amzn-SageMaker-InputLocation": f"file://{inputs}/blob.bin",
+            "X-Amzn-SageMaker-Inference-Id": "blob",
+            "X-Amzn-SageMaker-Content-Type": "application/octet-stream",
         }
-        r = requests.post(stack.url + "/invocations", json={"x": [1.0]}, timeout=10)  # the worker still serves
-        assert r.status_code == 200 and r.json() == {"y": [3.5]}
+        r = requests.post(stack.url + "/endpoints/e/async-invocations", timeout=10, headers=submit)
+        assert r.status_code == 202 and r.headers["X-Amzn-SageMaker-OutputLocation"] == f"file://{out}/blob.out"
+        answer = json.loads(wait_for(out / "blob.out"))
+        assert answer == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        workers = [p for p in psutil.Process(stack.proc.pid).children(recursive=True)
+                   if "gunicorn" in " ".join(p.cmdline()) and p.parent().pid != stack.proc.pid]  # fmt: skip
+        peak = max(
+            int(Path(f"/proc/{p.pid}/status").read_text().split("VmHWM:")[1].split()[0]) // 1024 for p in workers
+        )
+        assert peak < 200, f"the h1c worker peaked at {peak} MB for a 20 MB input"
+        too_big = requests.post(stack.url + "/invocations", data=data, timeout=30,
+                                headers={**auth, "X-Sagestack-Async-Id": "blob"})  # fmt: skip
+        assert too_big.status_code == 413  # the dispatcher's header from outside: nginx drops it
+        r = requests.post(stack.url + "/invocations", json={"x": [1.0]}, headers=auth, timeout=10)
+        assert r.status_code == 200 and r.json() == {"y": [3.5]}  # the worker still serves
     finally:
         assert stack.stop() == 0

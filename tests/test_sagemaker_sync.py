@@ -91,6 +91,8 @@ def test_an_async_endpoint_gets_async_inference_config(aws, models):
         "OutputConfig": {"S3OutputPath": "s3://async-out/results", "S3FailurePath": "s3://async-out/failures"},
         "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 3},
     }
+    env = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])["PrimaryContainer"]["Environment"]
+    assert env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] == "1024"  # SageMaker's queue sends up to 1 GB
     SageMakerSync(boto3.Session(), log=lambda m: None).push(request(models, "hpt-realtime"))
     plain = sm.describe_endpoint_config(
         EndpointConfigName=sm.describe_endpoint(EndpointName="hpt-realtime")["EndpointConfigName"]
