@@ -25,6 +25,15 @@ def _worker_classes(value: str) -> list[str]:
     return names
 
 
+def _extension_args(p: argparse.ArgumentParser, runs: int) -> None:
+    """What the music benchmarks extend: the weights, the melody, its extension and seed, how many runs."""
+    p.add_argument("--weights", type=Path, default=Path("models/music_transformer/weights/music_transformer.pt"))
+    p.add_argument("--runs", type=int, default=runs)
+    p.add_argument("--melody", default="twinkle_twinkle")
+    p.add_argument("--extension-seconds", type=float, default=30.0)
+    p.add_argument("--seed", type=int, default=0)
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("tune", help="search the SageMaker env vars for the best TPS under a p95 SLO")
     t.add_argument("--model", required=True)
@@ -90,11 +99,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     la.add_argument("--out", type=Path, default=Path("build/bench/latency.json"))
     la.set_defaults(fn=cmd_bench)
     mu = bench.add_parser("music", help="30 s melody extension: KV cache vs eager without a cache")
-    mu.add_argument("--weights", type=Path, default=Path("models/music_transformer/weights/music_transformer.pt"))
-    mu.add_argument("--runs", type=int, default=5)
-    mu.add_argument("--melody", default="twinkle_twinkle")
-    mu.add_argument("--extension-seconds", type=float, default=30.0)
-    mu.add_argument("--seed", type=int, default=0)
+    _extension_args(mu, runs=5)
     mu.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     mu.add_argument("--out", type=Path, default=Path("build/bench/music.json"))
     mu.set_defaults(fn=cmd_bench)
@@ -107,11 +112,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ab.add_argument("--out", type=Path, default=Path("build/bench/async.json"))
     ab.set_defaults(fn=cmd_bench, bench="async_burst")
     st = bench.add_parser("streaming", help="music through the stack: first streamed note vs the whole extension")
-    st.add_argument("--weights", type=Path, default=Path("models/music_transformer/weights/music_transformer.pt"))
-    st.add_argument("--runs", type=int, default=10)
-    st.add_argument("--melody", default="twinkle_twinkle")
-    st.add_argument("--extension-seconds", type=float, default=30.0)
-    st.add_argument("--seed", type=int, default=0)
+    _extension_args(st, runs=10)
     st.add_argument("--out", type=Path, default=Path("build/bench/streaming.json"))
     st.set_defaults(fn=cmd_bench)
     rv = bench.add_parser("revisions", help="bench overhead on an older revision and this tree, interleaved")
