@@ -15,7 +15,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -181,12 +181,28 @@ def started(chunks: Iterator[bytes], closing: IO[bytes] | None) -> StreamedReply
     return StreamedReply(first, chunks, closing)
 
 
-class StreamedReply:
-    """A streamed answer as the WSGI server iterates it. Its `close()` (the server calls it when the answer ends
-    or the client went away, even before the first chunk) closes the handler's generator, which cancels the
-    runtime call, and `closing`, the spooled input."""
+class ClosingReply:
+    """A streamed answer whose end runs callbacks (the request's metrics and log line), once: the WSGI server
+    calls `close()` when the last chunk has gone or the client went away, even before the first chunk."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[], None]] = []
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    def close(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+class StreamedReply(ClosingReply):
+    """A streamed answer as the WSGI server iterates it. Closing it closes the handler's generator, which
+    cancels the runtime call, and `closing`, the spooled input."""
 
     def __init__(self, first: bytes | None, chunks: Iterator[bytes], closing: IO[bytes] | None) -> None:
+        super().__init__()
         self.first, self.chunks, self.closing = first, chunks, closing
 
     def __iter__(self) -> StreamedReply:
@@ -200,18 +216,22 @@ class StreamedReply:
 
     def close(self) -> None:
         self.first = None
-        self.chunks.close()  # type: ignore[attr-defined]
-        if self.closing is not None:
-            self.closing.close()
+        try:
+            self.chunks.close()  # type: ignore[attr-defined]
+            if self.closing is not None:
+                self.closing.close()
+        finally:
+            super().close()
 
 
-class EventReply:
+class EventReply(ClosingReply):
     """The answer as event stream messages: each chunk as PayloadParts of at most PART_BYTES (botocore refuses
     larger event payloads), a ModelStreamError when the model fails mid-stream. `close()` closes the answer."""
 
     PART_BYTES = 1 << 20
 
     def __init__(self, reply: Reply) -> None:
+        super().__init__()
         self.reply = reply
         self.events = self._events()
 
@@ -233,9 +253,12 @@ class EventReply:
         return next(self.events)
 
     def close(self) -> None:
-        self.events.close()
-        if not isinstance(self.reply, bytes):
-            self.reply.close()  # type: ignore[attr-defined]
+        try:
+            self.events.close()
+            if not isinstance(self.reply, bytes):
+                self.reply.close()  # type: ignore[attr-defined]
+        finally:
+            super().close()
 
 
 class AsyncInvocations:
@@ -349,6 +372,14 @@ class RequestMetrics:
         resp.set_header(request_log.REQUEST_ID, rid)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
+        """Counted now, or for a streamed answer when its last chunk has gone (or the client went away)."""
+        stream = resp.stream
+        if isinstance(stream, ClosingReply):
+            stream.on_close(lambda: self._finish(req, resp))
+        else:
+            self._finish(req, resp)
+
+    def _finish(self, req: falcon.Request, resp: falcon.Response) -> None:
         if req.context.in_flight:
             metrics.in_flight(req.context.model).dec()
         route = req.uri_template or "unmatched"

@@ -235,12 +235,10 @@ class Gateway:
         sig = self.signature(target, signature)
         pool = self._grpc(target, lambda: self.runtimes.pool(target.model))
         request = _predict_request(target, sig, arrays)
-        responses = self._grpc(target, lambda: pool.call("PredictStream", request, target.timeout))
-        try:
+        responses = self._grpc(target, lambda: pool.stream(request, target.timeout))
+        with contextlib.closing(responses):  # type: ignore[type-var]
             while (response := self._grpc(target, lambda: next(responses, None))) is not None:
                 yield {k: from_proto(v) for k, v in response.outputs.items()}
-        finally:
-            responses.cancel()
 
     def _classify_or_regress(self, target: Target, method: str, request: dict[str, Any]):
         if "examples" not in request:

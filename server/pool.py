@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,23 @@ class ModelPool:
 
     def call(self, method: str, request: Any, timeout: float) -> Any:
         """`method` on the best instance within `timeout`, waiting out a restart if every instance is down."""
+        result, _ = self._on_instance(lambda inst, left: inst.method(method)(request, timeout=left), timeout)
+        return result
+
+    def stream(self, request: Any, timeout: float) -> Iterator[Any]:
+        """PredictStream's responses. The first is awaited here, so an instance that is down is passed over as in
+        call(); the instance counts the stream as outstanding until it ends. Closing the iterator cancels it."""
+
+        def start(inst: Instance, left: float) -> tuple[Any, Any]:
+            responses = inst.method("PredictStream")(request, timeout=left)
+            return responses, next(responses, None)
+
+        (responses, first), inst = self._on_instance(start, timeout, hold=True)
+        return _held(responses, first, inst)
+
+    def _on_instance(self, attempt: Callable[[Instance, float], Any], timeout: float, hold: bool = False) -> Any:
+        """(attempt(instance, seconds left), instance) on the best instance; with `hold`, the instance keeps the
+        call as outstanding after it returns (the caller gives it back)."""
         started = time.monotonic()
         deadline = started + timeout
         wait_until = min(deadline, started + self.wait_seconds)
@@ -134,8 +151,11 @@ class ModelPool:
                     break
                 continue  # the table changed: a restarted instance may be READY
             inst.outstanding += 1
+            give_back = True
             try:
-                return inst.method(method)(request, timeout=max(deadline - time.monotonic(), 0.001))
+                result = attempt(inst, max(deadline - time.monotonic(), 0.001))
+                give_back = not hold
+                return result, inst
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
@@ -143,10 +163,21 @@ class ModelPool:
                 tried.add((inst.route.id, inst.route.pid))
                 last = exc
             finally:
-                inst.outstanding -= 1
+                if give_back:
+                    inst.outstanding -= 1
         detail = f": {last.details()}" if last is not None else ""
         waited = time.monotonic() - started
         raise PoolUnavailable(f"no instance of model '{self.route.name}' became available in {waited:.1f} s{detail}")
+
+
+def _held(responses: Any, first: Any, inst: Instance) -> Iterator[Any]:
+    try:
+        if first is not None:
+            yield first
+            yield from responses
+    finally:
+        responses.cancel()
+        inst.outstanding -= 1
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,20 @@ def test_chunks_reach_the_client_as_the_handler_makes_them(streaming, tmp_path):
         assert r.headers["Content-Type"] == "application/jsonlines"
         lines = r.iter_lines()
         assert json.loads(next(lines)) == expected(1)[0]  # before the handler may make the second
+        assert in_flight(streaming.url) == 1  # a stream is in flight until its last chunk
         gate.touch()
         assert [json.loads(line) for line in lines] == expected(3)[1:]
+    deadline = time.monotonic() + 10
+    while in_flight(streaming.url) != 0:
+        assert time.monotonic() < deadline, "the stream's end was not counted"
+        time.sleep(0.05)
+
+
+def in_flight(url: str) -> float:
+    for line in requests.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith('sagestack_in_flight_requests{model="hpt_stream"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def runtime(url: str):
