@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import IO
 
 from server import async_inference
 from server.async_queue import MAX_ATTEMPTS, AsyncQueue, AsyncRequest, Claim
@@ -153,7 +154,8 @@ class Dispatcher:
                 raise GatewayUnreachable(f"gunicorn's socket takes no connection ({exc})") from None
             with where.open(obj) as stream:
                 try:
-                    conn.request("POST", "/invocations", body=stream, headers=headers, encode_chunked=False)
+                    body = Exactly(stream, obj.size, request.input_location)
+                    conn.request("POST", "/invocations", body=body, headers=headers, encode_chunked=False)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the gateway answered before it read the whole body (a 4xx): read that answer
                 try:
@@ -178,6 +180,23 @@ class Dispatcher:
         except StorageError as exc:
             log(f"{request.inference_id}: writing the failure to {request.failure_location} failed: {exc}")
         self.queue.finish(request.inference_id, False, f"{status}: {message}"[:2000])
+
+
+class Exactly:
+    """The input stream as the request body: `size` bytes (its Content-Length), no more; a StorageError when the
+    object ends sooner (it changed since it was accepted), instead of a gateway waiting for bytes that never come."""
+
+    def __init__(self, stream: IO[bytes], size: int, uri: str) -> None:
+        self.stream, self.left, self.uri = stream, size, uri
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left == 0:
+            return b""
+        data = self.stream.read(self.left if n < 0 else min(n, self.left))
+        if not data:
+            raise StorageError(f"{self.uri!r} ended {self.left:,} bytes short of the size it had when accepted")
+        self.left -= len(data)
+        return data
 
 
 def written(request: AsyncRequest, started: float) -> bool:

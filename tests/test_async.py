@@ -75,6 +75,20 @@ def test_a_retry_that_never_reached_the_gateway_does_not_count(tmp_path):
     assert queue.claim().attempt == 1
 
 
+def test_the_dispatcher_sends_exactly_the_size_it_announced():
+    from io import BytesIO
+
+    from server.async_dispatcher import Exactly
+    from server.storage import StorageError
+
+    body = Exactly(BytesIO(b"0123456789"), 8, "file:///in")  # the file grew: the extra bytes are not sent
+    assert body.read(5) + body.read() + body.read() == b"01234567"
+    short = Exactly(BytesIO(b"0123"), 8, "file:///in")  # it shrank: an error, not a request left hanging
+    assert short.read(3) == b"012"
+    with pytest.raises(StorageError, match="short"):
+        short.read(3) and short.read(3)
+
+
 # ---- the real stack ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def async_models(tmp_path_factory, hpt_base):
