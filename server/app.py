@@ -24,10 +24,11 @@ import falcon
 from server import async_inference, eventstream, handlers, metrics, request_log
 from server.async_queue import AsyncQueue, AsyncRequest
 from server.errors import ApiError
-from server.gateway import COMPILED_SUFFIX, Gateway, Reply
+from server.gateway import Gateway, Reply
 from server.handler_kit import ClientError, json_body
 from server.request_log import RequestTimings
 from server.settings import Settings
+from server.variants import COMPILED_SUFFIX, INVOKED_VARIANT, TARGET_VARIANT
 
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
@@ -116,8 +117,9 @@ class Invocations:
         if name is not None and not settings.multi_model:
             raise ApiError(404, "/models/{name}/invoke needs a multi-model endpoint (SAGEMAKER_MULTI_MODEL=true)")
         model = name or req.get_header(TARGET_MODEL)
-        target = self.gateway.target(req.get_header(CUSTOM_ATTRIBUTES), model)
+        target = self.gateway.target(req.get_header(CUSTOM_ATTRIBUTES), model, req.get_header(TARGET_VARIANT))
         req.context.model = target.model
+        req.context.variant = (target.endpoint, target.variant)
         metrics.in_flight(target.model).inc()
         req.context.in_flight = True
         running = self._async_request(req.get_header(async_inference.ASYNC_ID))
@@ -140,6 +142,7 @@ class Invocations:
                 body.close()  # a stream closes the spooled input when it ends
         resp.set_header(SERVED_BY, target.model)  # which model (or variant) answered
         resp.set_header(VARIANT, "compiled" if target.model.endswith(COMPILED_SUFFIX) else "default")
+        resp.set_header(INVOKED_VARIANT, target.variant)
         self.answer(resp, reply, content_type)
 
     def _async_request(self, inference_id: str | None) -> AsyncRequest | None:
@@ -366,6 +369,7 @@ class RequestMetrics:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
         req.context.model = ""
+        req.context.variant = None  # (endpoint, variant) of an invocation
         req.context.in_flight = False
         rid = request_log.request_id(req.get_header(request_log.REQUEST_ID))
         req.context.timings = RequestTimings(rid, request_log.queue_seconds(req.get_header(request_log.REQUEST_START)))
@@ -388,6 +392,8 @@ class RequestMetrics:
         code = int(str(resp.status).split()[0]) if not isinstance(resp.status, int) else resp.status
         took = time.perf_counter() - req.context.started
         metrics.observe(req.context.model or "-", route, code, took)
+        if req.context.variant is not None:
+            metrics.observe_variant(*req.context.variant, code, took)
         if req.context.in_flight:  # an invocation: where its time went, under its id
             timings: RequestTimings = req.context.timings
             metrics.observe_phases(req.context.model, timings.phases)

@@ -88,6 +88,9 @@ def add_service_parsers(sub: argparse._SubParsersAction) -> None:
     fm.add_argument("url", nargs="?", help="default: $SAGESTACK_MODEL_URL")
     fm.add_argument("--dest", type=Path, help="default: $SAGESTACK_MODEL_DIR")
     fm.set_defaults(fn=cmd_fetch_model)
+    from server import endpoint_commands
+
+    endpoint_commands.add_parsers(sub)
 
 
 def installed_command_modules() -> list:

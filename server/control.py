@@ -4,6 +4,7 @@ Plain HTTP/1.1 with JSON over a unix socket in the run directory. Only the super
 stops runtime processes; every gunicorn worker then sees the result through the routing table.
 `GET /routes?after=N&timeout=T` answers when the table's version passes N (a restarted runtime is
 READY, say), so a worker that has no instance to call waits for that event instead of polling.
+`GET /variants` and `POST /variants/weights` are `sagestack variants`: the endpoints' variants, and new weights.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class ControlServer:
         load: Callable[[str, str], Reply],
         unload: Callable[[str], Reply],
         wait_routes: Callable[[int, float], int],
+        variants: Callable[[dict[str, Any] | None], Reply] | None = None,
     ) -> None:
+        """`variants(None)` lists the endpoints' variants; `variants({"endpoint", "weights"})` sets weights."""
         path.unlink(missing_ok=True)
 
         class Handler(JsonHandler):
@@ -40,6 +43,8 @@ class ControlServer:
 
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
+                if url.path == "/variants" and variants is not None:
+                    return self.send_json(*variants(None))
                 if url.path != "/routes":
                     return self.send_json(404, {"error": f"unknown control path {self.path}"})
                 query = parse_qs(url.query)
@@ -54,6 +59,8 @@ class ControlServer:
                 body = json.loads(self.read_body() or b"{}")
                 if self.path == "/models":
                     return self.send_json(*load(str(body.get("model_name")), str(body.get("url"))))
+                if self.path == "/variants/weights" and variants is not None:
+                    return self.send_json(*variants(body))
                 self.send_json(404, {"error": f"unknown control path {self.path}"})
 
             def do_DELETE(self) -> None:

@@ -26,8 +26,9 @@ from server.modeldir import MODEL_NAME, ModelDirError, model_spec
 from server.pool import PoolUnavailable, Runtimes, UnknownModel
 from server.protos import classification_pb2, predict_pb2, regression_pb2
 from server.request_log import RequestTimings
-from server.routes import READY, RouteTable
+from server.routes import READY, RouteTable, VariantRoute
 from server.settings import Settings
+from server.variants import DEFAULT_VARIANT, Chooser
 from server.tensors import (
     TensorError,
     columnar,
@@ -41,7 +42,6 @@ from server.tensors import (
 log = logging.getLogger("sagestack.gateway")
 METHODS = ("predict", "classify", "regress")
 MAX_CUSTOM_ATTRIBUTES = 1024  # SageMaker's InvokeEndpoint limit
-COMPILED_SUFFIX = "_compiled"  # <name>_compiled is the compiled variant of <name>
 _GRPC_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.FAILED_PRECONDITION: 400,
@@ -63,6 +63,10 @@ class Target:
     method: str
     attributes: str
     timeout: float  # the runtime call's deadline: SAGEMAKER_GUNICORN_TIMEOUT_SECONDS, or an async request's own
+    endpoint: str = ""
+    variant: str = DEFAULT_VARIANT  # the production variant that answers (x-Amzn-Invoked-Production-Variant)
+    shadow: VariantRoute | None = None  # the endpoint's shadow variant, which gets a copy of `shadow_percentage`
+    shadow_percentage: float = 0.0
 
 
 class Gateway:
@@ -72,12 +76,14 @@ class Gateway:
         self.timeout = float(settings.gunicorn_timeout)
         self._handlers: dict[tuple[str, str | None], handlers.ModelHandlers | None] = {}
         self.coalescer = Coalescer(settings.gateway_batch_size, metrics.observe_batch)
+        self.chooser = Chooser(settings.variant_seed)
 
     # ---- routing -----------------------------------------------------------------------------
     def table(self) -> RouteTable:
         return self.runtimes.table()
 
-    def target(self, raw_attributes: str | None, model: str | None = None) -> Target:
+    def target(self, raw_attributes: str | None, model: str | None = None, target_variant: str | None = None) -> Target:
+        """What a request runs: its endpoint and variant (server.variants), model, version and method."""
         if raw_attributes and len(raw_attributes) > MAX_CUSTOM_ATTRIBUTES:
             raise bad_request(
                 f"X-Amzn-SageMaker-Custom-Attributes is {len(raw_attributes):,} characters; "
@@ -88,7 +94,8 @@ class Gateway:
         name = model or attrs.get("tfs-model-name") or table.default_model
         if name is None:
             raise not_found("no model is loaded; name one with tfs-model-name or load one with POST /models")
-        name = self._variant(name, attrs.get("compiled"), table)
+        choice = self.chooser.choose(table, name, target_variant, attrs.get("compiled"))
+        name = choice.model
         route = table.models.get(name) or self.runtimes.table(fresh=True).models.get(name)
         if route is None and name in table.failed:
             raise ApiError(503, f"model '{name}' is unavailable: {table.failed[name]}")
@@ -106,23 +113,8 @@ class Gateway:
         method = attrs.get("tfs-method", "predict")
         if method not in METHODS:
             raise bad_request(f"tfs-method '{method}' must be one of {', '.join(METHODS)}")
-        return Target(name, version, method, raw_attributes or "", self.timeout)
-
-    def _variant(self, name: str, compiled: str | None, table: RouteTable) -> str:
-        """A model with a compiled twin (`<name>_compiled`) is one endpoint with two variants.
-
-        COMPILEDMODEL picks the one a request for `<name>` gets; the custom attribute
-        `compiled=true|false` picks per request, so one endpoint can be measured A/B.
-        """
-        base = name.removesuffix(COMPILED_SUFFIX)
-        twin = base + COMPILED_SUFFIX
-        if compiled is None:
-            return twin if name == base and twin in table.models and self.settings.compiled_model else name
-        if compiled.lower() not in ("true", "false"):
-            raise bad_request(f"custom attribute compiled={compiled!r} must be true or false")
-        if twin not in table.models or base not in table.models:
-            raise not_found(f"model '{base}' has no compiled and uncompiled variants (compiled={compiled})")
-        return twin if compiled.lower() == "true" else base
+        return Target(name, version, method, raw_attributes or "", self.timeout, choice.endpoint, choice.variant,
+                      choice.shadow, choice.shadow_percentage)  # fmt: skip
 
     def _load_on_demand(self, name: str):
         """MME: a target model that sits in the model directory is loaded on first use, as SageMaker does."""

@@ -25,12 +25,13 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from server.async_queue import Stats
 from server.routes import RouteTable
 
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 REQUESTS = Counter("sagestack_requests_total", "Requests answered", ["model", "route", "code"])
 LATENCY = Histogram(
     "sagestack_request_duration_seconds",
     "Time from request to response inside the gateway",
     ["model", "route"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    buckets=LATENCY_BUCKETS,
 )
 BATCH = Histogram(
     "sagestack_runtime_call_requests",
@@ -43,6 +44,14 @@ PHASE = Histogram(
     "Where an invocation's time goes: queue (nginx -> worker), input, runtime, output, handler (handler())",
     ["model", "phase"],
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+VARIANT_REQUESTS = Counter("sagestack_variant_invocations_total", "Invocations answered, by endpoint variant",
+                           ["endpoint", "variant", "code"])  # fmt: skip
+VARIANT_LATENCY = Histogram(
+    "sagestack_variant_latency_seconds",
+    "Invocation latency inside the gateway, by endpoint variant (SageMaker's per-variant ModelLatency)",
+    ["endpoint", "variant"],
+    buckets=LATENCY_BUCKETS,
 )
 IN_FLIGHT = Gauge("sagestack_in_flight_requests", "Requests being answered", ["model"], multiprocess_mode="livesum")
 
@@ -87,6 +96,17 @@ def observe_phases(model: str, phases: dict[str, float]) -> None:
 def observe(model: str, route: str, code: int, seconds: float) -> None:
     _requests(model, route, code).inc()
     _latency(model, route).observe(seconds)
+
+
+@functools.cache
+def _variant(endpoint: str, variant: str, code: int) -> tuple[Counter, Histogram]:
+    return VARIANT_REQUESTS.labels(endpoint, variant, str(code)), VARIANT_LATENCY.labels(endpoint, variant)
+
+
+def observe_variant(endpoint: str, variant: str, code: int, seconds: float) -> None:
+    count, latency = _variant(endpoint, variant, code)
+    count.inc()
+    latency.observe(seconds)
 
 
 class PoolCollector:

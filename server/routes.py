@@ -40,6 +40,23 @@ class ModelRoute:
 
 
 @dataclass
+class VariantRoute:
+    name: str
+    model: str
+    weight: float
+
+
+@dataclass
+class EndpointRoute:
+    """One endpoint's production variants (a request is split by weight) and its shadow, if any."""
+
+    name: str
+    variants: list[VariantRoute]
+    shadow: VariantRoute | None = None
+    shadow_percentage: float = 0.0
+
+
+@dataclass
 class RouteTable:
     models: dict[str, ModelRoute] = field(default_factory=dict)
     default_model: str | None = None
@@ -48,6 +65,8 @@ class RouteTable:
     failed: dict[str, str] = field(default_factory=dict)
     # Raised by the supervisor on every write; a worker waiting for a restart asks for a version after its own.
     version: int = 0
+    # Endpoints with more than one variant (server.variants): the configured one, and each compiled twin.
+    endpoints: dict[str, EndpointRoute] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -62,7 +81,14 @@ class RouteTable:
             for name, m in raw["models"].items()
         }
         rest = {key: raw[key] for key in ("default_model", "multi_model", "failed", "version") if key in raw}
-        return cls(models, **rest)
+        endpoints = {name: _endpoint(e) for name, e in raw.get("endpoints", {}).items()}
+        return cls(models, **rest, endpoints=endpoints)
+
+
+def _endpoint(raw: dict) -> EndpointRoute:
+    shadow = VariantRoute(**raw["shadow"]) if raw.get("shadow") else None
+    variants = [VariantRoute(**v) for v in raw["variants"]]
+    return EndpointRoute(raw["name"], variants, shadow, raw.get("shadow_percentage", 0.0))
 
 
 class RouteReader:

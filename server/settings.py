@@ -13,7 +13,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from server.handler_kit import MAX_IMAGE_PIXELS
 
@@ -84,6 +84,9 @@ class Settings:
     async_max_concurrent_invocations: int
     async_queue_path: Path | None
     async_input_prefixes: tuple[Path, ...]
+    # SAGESTACK_ENDPOINT_CONFIG (server.endpoint_config): variants, shadow, data capture, explanations.
+    endpoint_config: Path | None
+    variant_seed: int | None  # SAGESTACK_VARIANT_SEED: the weighted split's random seed (per gateway worker)
 
     @property
     def max_payload_bytes(self) -> int:
@@ -172,6 +175,8 @@ class Settings:
     def _read(cls, e: _Env) -> Settings:
         cpus = os.cpu_count() or 1
         gunicorn_timeout = e.integer("SAGEMAKER_GUNICORN_TIMEOUT_SECONDS", 30, lo=1)
+        endpoint_config = e.optional_path("SAGESTACK_ENDPOINT_CONFIG")
+        async_config = _endpoint_async(endpoint_config)
         return cls(
             bind_port=e.integer("SAGEMAKER_BIND_TO_PORT", 8080, lo=1, hi=65535),
             bind_address=e.text("SAGESTACK_BIND_ADDRESS", "0.0.0.0"),
@@ -215,13 +220,33 @@ class Settings:
             batch=e.boolean("SAGEMAKER_BATCH", False),
             batch_strategy=e.choice("SAGEMAKER_BATCH_STRATEGY", "multi_record", BATCH_STRATEGIES),
             max_concurrent_transforms=e.integer("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", cpus, lo=1, hi=1024),
-            async_output_path=e.location("SAGESTACK_ASYNC_OUTPUT_PATH"),
-            async_failure_path=e.location("SAGESTACK_ASYNC_FAILURE_PATH"),
-            async_max_concurrent_invocations=e.integer("SAGESTACK_ASYNC_MAX_CONCURRENT_INVOCATIONS", 4, lo=1, hi=1000),
+            async_output_path=e.location("SAGESTACK_ASYNC_OUTPUT_PATH") or async_config.get("output"),
+            async_failure_path=e.location("SAGESTACK_ASYNC_FAILURE_PATH") or async_config.get("failure"),
+            async_max_concurrent_invocations=e.integer("SAGESTACK_ASYNC_MAX_CONCURRENT_INVOCATIONS",
+                                                       async_config.get("concurrent") or 4, lo=1, hi=1000),  # fmt: skip
             async_queue_path=e.optional_path("SAGESTACK_ASYNC_QUEUE_PATH"),
             async_input_prefixes=e.path_list("SAGESTACK_ASYNC_INPUT_PREFIXES"),
+            endpoint_config=endpoint_config,
+            variant_seed=e.optional_integer("SAGESTACK_VARIANT_SEED"),
             restart_wait_seconds=e.number("SAGESTACK_RESTART_WAIT_SECONDS", float(gunicorn_timeout), lo=0.0, hi=3600.0),
         )
+
+
+def _endpoint_async(path: Path | None) -> dict[str, Any]:
+    """The endpoint config's AsyncInferenceConfig, as defaults for the SAGESTACK_ASYNC_* settings (which win)."""
+    if path is None:
+        return {}
+    from server.endpoint_config import EndpointConfigError, load
+
+    try:
+        config = load(path)
+    except EndpointConfigError as exc:
+        raise SettingsError(str(exc)) from None
+    for uri in filter(None, (config.async_output, config.async_failure)):
+        if not uri.startswith(("s3://", "file:///")):
+            raise SettingsError(f"SAGESTACK_ENDPOINT_CONFIG={path}: AsyncInferenceConfig.OutputConfig: {uri!r} must "
+                                "be an s3://bucket/prefix or file:///path URI")  # fmt: skip
+    return {"output": config.async_output, "failure": config.async_failure, "concurrent": config.async_max_concurrent}
 
 
 class EnvFileError(ValueError):
@@ -317,6 +342,16 @@ class _Env:
         except ValueError:
             raise SettingsError(f"{name}={raw!r} is not an integer") from None
         return _bounded(name, value, lo, hi)
+
+    @_recorded
+    def optional_integer(self, name: str) -> int | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not an integer") from None
 
     @_recorded
     def number(self, name: str, default: float, lo: float | None = None, hi: float | None = None) -> float:

@@ -24,11 +24,12 @@ import sysconfig
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 import grpc
 
-from server import control, gunicorn_conf, nginx
+from server import control, endpoint_config, gunicorn_conf, nginx, variants
 from server.control import Reply
 from server.modeldir import MODEL_NAME, ModelDirError, ModelSpec, find_models, model_spec
 from server.routes import DOWN, READY, STARTING, InstanceRoute, ModelRoute, RouteTable
@@ -87,6 +88,8 @@ class Supervisor:
         self.control: control.ControlServer | None = None
         self.stopping = threading.Event()
         self.restarting: set[str] = set()
+        self.endpoint_config: endpoint_config.EndpointConfig | None = None
+        self.weights: variants.Weights = {}  # set by `sagestack variants set-weights`
 
     # ---- start-up ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -116,12 +119,20 @@ class Supervisor:
     def start(self) -> None:
         s = self.settings
         self._prepare_run_dir()
+        if s.multi_model and s.endpoint_config is not None:
+            raise StartupError("SAGESTACK_ENDPOINT_CONFIG names the variants' models: not with SAGEMAKER_MULTI_MODEL=true")
         if not s.multi_model:
             specs = find_models(s.model_dir)
             names = [spec.name for spec in specs]
             if s.default_model_name and s.default_model_name not in names:
                 raise StartupError(f"SAGEMAKER_TFS_DEFAULT_MODEL_NAME={s.default_model_name!r} is not among {names}")
             self.table.default_model = s.default_model_name or names[0]
+            if s.endpoint_config is not None:
+                try:
+                    self.endpoint_config = endpoint_config.load(s.endpoint_config, names)
+                except endpoint_config.EndpointConfigError as exc:
+                    raise StartupError(str(exc)) from None
+                self.table.default_model = self.endpoint_config.name  # a request naming no model is split
             for spec in specs:
                 if self._startable(spec):
                     self._add_model(spec, start=False)
@@ -141,7 +152,8 @@ class Supervisor:
             if not self.table.models:
                 raise StartupError(f"no model could be served: {self.table.failed}")
         self._write_routes()
-        self.control = control.ControlServer(s.control_socket, self.load_model, self.unload_model, self.wait_routes)
+        self.control = control.ControlServer(s.control_socket, self.load_model, self.unload_model, self.wait_routes,
+                                             self.variant_weights)  # fmt: skip
         self.control.start()
         self._start_gunicorn()
         self._wait_gunicorn(time.monotonic() + 60)
@@ -232,6 +244,8 @@ class Supervisor:
 
     def _write_routes(self) -> None:
         with self.lock:
+            self.table.endpoints = variants.endpoints(self.endpoint_config, self.table.models,
+                                                      self.settings.compiled_model, self.weights)  # fmt: skip
             self.table.version += 1
             self.table.write(self.settings.routes_file)
             self.routes_changed.notify_all()
@@ -339,6 +353,27 @@ class Supervisor:
             log(f"restart of {inst.id} failed: {exc}")
         finally:
             self.restarting.discard(inst.id)
+
+    # ---- variants ------------------------------------------------------------------------------
+    def variant_weights(self, change: dict | None) -> Reply:
+        """The endpoints' variants; with `change` ({"endpoint": name or null, "weights": {variant: w}}), new
+        weights first, as UpdateEndpointWeightsAndCapacities sets them (the default endpoint when none is named)."""
+        with self.lock:
+            if change is not None:
+                name = change.get("endpoint") or self.table.default_model
+                endpoint = self.table.endpoints.get(name or "")
+                if endpoint is None:
+                    return 404, {"error": f"no endpoint {name!r} with variants (have: {sorted(self.table.endpoints)})"}
+                try:
+                    wanted = {str(k): float(v) for k, v in dict(change.get("weights") or {}).items()}
+                    updated = variants.set_weights(endpoint, wanted)
+                except (TypeError, ValueError) as exc:
+                    return 400, {"error": str(exc)}
+                self.weights.update({(endpoint.name, v.name): v.weight for v in updated})
+                self._write_routes()
+                log(f"endpoint '{endpoint.name}': weights {', '.join(f'{v.name}={v.weight:g}' for v in updated)}")
+            return 200, {"endpoints": {name: asdict(e) for name, e in self.table.endpoints.items()},
+                         "default": self.table.default_model}  # fmt: skip
 
     # ---- multi-model endpoint ----------------------------------------------------------------
     def load_model(self, name: str, url: str) -> Reply:

@@ -1,0 +1,91 @@
+"""`sagestack variants`, `sagestack shadow report` and `sagestack capture read`: what SAGESTACK_ENDPOINT_CONFIG
+turned on, seen and steered from the command line.
+
+`variants` speaks to the running stack's control socket (in its run directory, so `kubectl exec` into a pod does
+the same), or with `--endpoint-name` to SageMaker's UpdateEndpointWeightsAndCapacities.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from server import control
+
+
+def _weights(pairs: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise SystemExit(f"sagestack variants set-weights: {pair!r} is not VARIANT=WEIGHT (e.g. compiled=0.1)")
+    return out
+
+
+def _control(run_dir: Path | None, method: str, path: str, body: dict | None = None) -> dict:
+    from server.cli import settings_or_exit
+
+    socket = (run_dir or settings_or_exit().run_dir) / "control.sock"
+    try:
+        status, reply = control.request(socket, method, path, body, timeout=30)
+    except OSError as exc:
+        raise SystemExit(f"sagestack variants: no stack answers on {socket} ({exc}); is `sagestack serve` running "
+                         "with this SAGESTACK_RUN_DIR?") from None  # fmt: skip
+    if status != 200:
+        raise SystemExit(f"sagestack variants: {reply.get('error', status)}")
+    return reply
+
+
+def _print_endpoints(reply: dict) -> None:
+    for name, endpoint in sorted(reply["endpoints"].items()):
+        default = " (default)" if name == reply.get("default") else ""
+        print(f"endpoint {name}{default}")
+        total = sum(v["weight"] for v in endpoint["variants"]) or 1.0
+        for v in endpoint["variants"]:
+            print(f"  {v['name']:<24} model {v['model']:<24} weight {v['weight']:<8g} {100 * v['weight'] / total:5.1f}%")
+        if endpoint.get("shadow"):
+            s = endpoint["shadow"]
+            print(f"  {s['name']:<24} model {s['model']:<24} shadow {endpoint['shadow_percentage']:g}% of requests")
+
+
+def cmd_variants_show(args: argparse.Namespace) -> int:
+    _print_endpoints(_control(args.run_dir, "GET", "/variants"))
+    return 0
+
+
+def cmd_variants_set_weights(args: argparse.Namespace) -> int:
+    weights = _weights(args.weights)
+    if args.endpoint_name:
+        import boto3
+
+        sm = boto3.Session(profile_name=args.profile).client("sagemaker")
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName=args.endpoint_name,
+            DesiredWeightsAndCapacities=[{"VariantName": k, "DesiredWeight": v} for k, v in weights.items()],
+        )
+        print(f"SageMaker endpoint {args.endpoint_name}: UpdateEndpointWeightsAndCapacities "
+              f"{', '.join(f'{k}={v:g}' for k, v in weights.items())}")  # fmt: skip
+        return 0
+    _print_endpoints(_control(args.run_dir, "POST", "/variants/weights", {"endpoint": args.endpoint,
+                                                                          "weights": weights}))  # fmt: skip
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    va = sub.add_parser("variants", help="an endpoint's production variants: show them, set their weights")
+    vs = va.add_subparsers(dest="variants_command", required=True)
+    show = vs.add_parser("show", help="the running stack's endpoints, variants and weights")
+    show.add_argument("--run-dir", type=Path, help="the stack's run directory (default: $SAGESTACK_RUN_DIR)")
+    show.set_defaults(fn=cmd_variants_show)
+    sw = vs.add_parser("set-weights", help="new weights without a restart (UpdateEndpointWeightsAndCapacities)")
+    sw.add_argument("weights", nargs="+", metavar="VARIANT=WEIGHT")
+    sw.add_argument("--endpoint", help="the endpoint (default: the configured one; a compiled twin's is its model)")
+    sw.add_argument("--run-dir", type=Path, help="the stack's run directory (default: $SAGESTACK_RUN_DIR)")
+    sw.add_argument("--endpoint-name", help="a SageMaker endpoint instead of the local stack")
+    sw.add_argument("--profile", help="AWS profile for --endpoint-name")
+    sw.set_defaults(fn=cmd_variants_set_weights)
+
