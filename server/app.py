@@ -28,6 +28,7 @@ from server.gateway import Gateway, Reply
 from server.handler_kit import ClientError, json_body
 from server.request_log import RequestTimings
 from server.settings import Settings
+from server.traffic import INFERENCE_ID, Traffic
 from server.variants import COMPILED_SUFFIX, INVOKED_VARIANT, TARGET_VARIANT
 
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
@@ -106,9 +107,10 @@ class Invocations:
 
     ACCEPT = "Accept"
 
-    def __init__(self, gateway: Gateway, queue: AsyncQueue | None) -> None:
+    def __init__(self, gateway: Gateway, queue: AsyncQueue | None, traffic: Traffic) -> None:
         self.gateway = gateway
         self.queue = queue
+        self.traffic = traffic
 
     def on_post(
         self, req: falcon.Request, resp: falcon.Response, endpoint: str | None = None, name: str | None = None
@@ -132,9 +134,13 @@ class Invocations:
                               settings.run_dir / "async" / "spool")  # fmt: skip
         timings: RequestTimings = req.context.timings
         reply: Reply = b""
+        accept = req.get_header(self.ACCEPT)
+        started = time.perf_counter()
         try:
-            reply, content_type = self.gateway.invoke(target, body, req.content_type, req.get_header(self.ACCEPT),
-                                                      timings)  # fmt: skip
+            reply, content_type = self.gateway.invoke(target, body, req.content_type, accept, timings)
+            if isinstance(reply, bytes) and isinstance(body, bytes):
+                self.traffic.observe(target, req.get_header(INFERENCE_ID), body, req.content_type, accept, reply,
+                                     content_type, time.perf_counter() - started)  # fmt: skip
             if not isinstance(reply, bytes):
                 reply = started(reply, closing=None if isinstance(body, bytes) else body)
         finally:
@@ -457,11 +463,12 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     app.add_error_handler(ApiError, _api_error)
     app.add_error_handler(ClientError, _client_error)
     app.add_route("/ping", Ping(gateway))
-    invocations = Invocations(gateway, queue)
+    traffic = Traffic(gateway)
+    invocations = Invocations(gateway, queue, traffic)
     app.add_route("/invocations", invocations)
     app.add_route("/endpoints/{endpoint}/invocations", invocations)
     app.add_route("/endpoints/{endpoint}/async-invocations", AsyncInvocations(gateway, queue))
-    app.add_route("/endpoints/{endpoint}/invocations-response-stream", InvocationsResponseStream(gateway, queue))
+    app.add_route("/endpoints/{endpoint}/invocations-response-stream", InvocationsResponseStream(gateway, queue, traffic))
     app.add_route("/models/{name}/invoke", invocations)
     models = Models(gateway)
     app.add_route("/models", models)

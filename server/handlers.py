@@ -11,7 +11,8 @@ Beyond SageMaker's contract (which sends input_handler's JSON to TF Serving's RE
 input_handler may return `{"inputs": {name: ndarray}}` to go to the runtime as binary tensors,
 the response carries `.outputs` (name -> ndarray) besides `.content`, `context.predict()`
 runs the model from `handler` without JSON, and `context.predict_stream()` gives its outputs in parts. A handler
-(or output_handler) whose body is an iterator of chunks streams its answer. A handler exception with an integer
+(or output_handler) whose body is an iterator of chunks streams its answer. An optional `agreement(production,
+shadow, content_type)` says how far a shadow variant's answer agrees with production's (0-1). A handler exception with an integer
 `status_code` between 400 and 499 is the client's fault and becomes that status.
 """
 
@@ -82,6 +83,8 @@ class ModelHandlers:
     handler: Callable | None
     input_handler: Callable | None
     output_handler: Callable | None
+    # sagestack: agreement(production, shadow, content_type) -> 0..1, how far a shadow variant's answer agrees.
+    agreement: Callable[[bytes, bytes, str], float] | None = None
 
 
 def load(model_name: str, code_dir: Path | None) -> ModelHandlers | None:
@@ -110,6 +113,7 @@ def load(model_name: str, code_dir: Path | None) -> ModelHandlers | None:
         getattr(module, "handler", None),
         getattr(module, "input_handler", None),
         getattr(module, "output_handler", None),
+        getattr(module, "agreement", None),
     )
 
 

@@ -53,6 +53,19 @@ VARIANT_LATENCY = Histogram(
     ["endpoint", "variant"],
     buckets=LATENCY_BUCKETS,
 )
+SHADOW = Counter("sagestack_shadow_invocations_total", "Copies sent to a shadow variant, by outcome (ok, error, "
+                 "dropped: its queue was full)", ["endpoint", "variant", "outcome"])  # fmt: skip
+SHADOW_LATENCY = Histogram("sagestack_shadow_latency_seconds", "The shadow variant's latency on its copies",
+                           ["endpoint", "variant"], buckets=LATENCY_BUCKETS)  # fmt: skip
+SHADOW_PRODUCTION_LATENCY = Histogram("sagestack_shadow_production_latency_seconds",
+                                      "Production's latency on the same requests the shadow got",
+                                      ["endpoint", "variant"], buckets=LATENCY_BUCKETS)  # fmt: skip
+SHADOW_AGREEMENT = Histogram("sagestack_shadow_agreement", "How far the shadow's answer agrees with production's "
+                             "(0-1; yolov4: F1 of IoU-matched detections, credit_risk: equal decisions)",
+                             ["endpoint", "variant"], buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95,
+                                                               0.99, 1.0))  # fmt: skip
+CAPTURE = Counter("sagestack_capture_records_total", "Data capture records, by outcome (written, dropped: the "
+                  "buffer was full, failed: the write failed)", ["endpoint", "variant", "outcome"])  # fmt: skip
 IN_FLIGHT = Gauge("sagestack_in_flight_requests", "Requests being answered", ["model"], multiprocess_mode="livesum")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -107,6 +120,21 @@ def observe_variant(endpoint: str, variant: str, code: int, seconds: float) -> N
     count, latency = _variant(endpoint, variant, code)
     count.inc()
     latency.observe(seconds)
+
+
+def observe_shadow(endpoint: str, variant: str, outcome: str, seconds: float | None = None,
+                   production_seconds: float | None = None, agreement: float | None = None) -> None:  # fmt: skip
+    SHADOW.labels(endpoint, variant, outcome).inc()
+    if seconds is not None:
+        SHADOW_LATENCY.labels(endpoint, variant).observe(seconds)
+    if production_seconds is not None:
+        SHADOW_PRODUCTION_LATENCY.labels(endpoint, variant).observe(production_seconds)
+    if agreement is not None:
+        SHADOW_AGREEMENT.labels(endpoint, variant).observe(agreement)
+
+
+def observe_capture(endpoint: str, variant: str, outcome: str, records: int = 1) -> None:
+    CAPTURE.labels(endpoint, variant, outcome).inc(records)
 
 
 class PoolCollector:

@@ -87,6 +87,8 @@ class Settings:
     # SAGESTACK_ENDPOINT_CONFIG (server.endpoint_config): variants, shadow, data capture, explanations.
     endpoint_config: Path | None
     variant_seed: int | None  # SAGESTACK_VARIANT_SEED: the weighted split's random seed (per gateway worker)
+    shadow_queue_size: int  # copies waiting for the shadow variant, per gateway worker; more are dropped
+    shadow_workers: int  # copies run at once, per gateway worker
 
     @property
     def max_payload_bytes(self) -> int:
@@ -228,6 +230,8 @@ class Settings:
             async_input_prefixes=e.path_list("SAGESTACK_ASYNC_INPUT_PREFIXES"),
             endpoint_config=endpoint_config,
             variant_seed=e.optional_integer("SAGESTACK_VARIANT_SEED"),
+            shadow_queue_size=e.integer("SAGESTACK_SHADOW_QUEUE_SIZE", 16, lo=1, hi=100_000),
+            shadow_workers=e.integer("SAGESTACK_SHADOW_WORKERS", 2, lo=1, hi=256),
             restart_wait_seconds=e.number("SAGESTACK_RESTART_WAIT_SECONDS", float(gunicorn_timeout), lo=0.0, hi=3600.0),
         )
 

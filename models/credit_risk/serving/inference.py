@@ -83,3 +83,17 @@ def output_handler(response, context):
     if negotiate(context.accept_header, RESPONSE_TYPES) == CSV:
         return csv_response([[r["probability_high_risk"], r["label"]] for r in rows])
     return json_response({"predictions": rows})
+
+
+def _labels(answer: bytes, content_type: str) -> list[str]:
+    if content_type.startswith(CSV):
+        return [row[-1] for row in csv_rows(answer.decode())]
+    return [row["label"] for row in json_body(answer)["predictions"]]
+
+
+def agreement(production: bytes, shadow: bytes, content_type: str) -> float:
+    """A shadow variant's decisions against production's: the share of applications given the same label."""
+    want, got = _labels(production, content_type), _labels(shadow, content_type)
+    if len(want) != len(got) or not want:
+        return 0.0
+    return sum(a == b for a, b in zip(want, got, strict=True)) / len(want)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from handler_kit import BadRequest, UnsupportedType, decode_image, json_body, json_response, model_attributes
-from yolov4.boxes import SERVED_DEFAULTS, detections, letterbox
+from yolov4.boxes import SERVED_DEFAULTS, agreement as detection_agreement, detections, letterbox
 from yolov4.coco import CLASSES
 
 CONFIG = json.loads(Path(__file__).with_name("config.json").read_text())
@@ -67,3 +67,8 @@ def output_handler(response, context):
     out = response.outputs["output0"][0]
     found = detections(out[:, :4], out[:, 4], out[:, 5].astype(np.int64), frame, NAMES, **thresholds)
     return json_response(found)
+
+
+def agreement(production: bytes, shadow: bytes, content_type: str) -> float:
+    """A shadow variant's detections against production's: F1 of the boxes matched by IoU 0.5 and class."""
+    return detection_agreement(json.loads(production), json.loads(shadow), 0.5)["f1"]
