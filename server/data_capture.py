@@ -141,3 +141,38 @@ class CaptureWriter:
             metrics.observe_capture(endpoint, variant, "failed", len(lines))
             return
         metrics.observe_capture(endpoint, variant, "written", len(lines))
+
+
+def read_records(where: str) -> list[dict]:
+    """Every capture record under a location (a folder, file://, s3:// prefix), oldest first."""
+    location = Location.parse(where)
+    records = []
+    for obj in location.objects():
+        if not obj.name.endswith(".jsonl"):
+            continue
+        with location.open(obj) as stream:
+            for n, line in enumerate(stream.read().splitlines(), 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except ValueError:
+                        raise StorageError(f"{obj.key}: line {n} is not a capture record") from None
+    return sorted(records, key=lambda r: r.get("eventMetadata", {}).get("inferenceTime", ""))
+
+
+def dataset(records: list[dict], what: str) -> tuple[str, list[bytes]]:
+    """The captured inputs (or outputs) again, ready to be scored: ("CSV", lines), ("JSON", JSON lines) or
+    ("BASE64", one payload each). One encoding only: a capture of several types is read per type."""
+    key = "endpointInput" if what == "input" else "endpointOutput"
+    parts = [r["captureData"][key] for r in records if key in r.get("captureData", {})]
+    kinds = sorted({p["encoding"] for p in parts})
+    if len(kinds) > 1:
+        raise ValueError(f"the captured {what}s mix encodings ({', '.join(kinds)}); read one content type's folder")
+    if not parts:
+        raise ValueError(f"no captured {what} in these records (CaptureOptions without {what.title()}?)")
+    kind = kinds[0]
+    if kind == "BASE64":
+        return kind, [base64.b64decode(p["data"]) for p in parts]
+    if kind == "JSON":
+        return kind, [json.dumps(json.loads(p["data"]), separators=(",", ":")).encode() for p in parts]
+    return kind, [line.encode() for p in parts for line in p["data"].splitlines() if line.strip()]

@@ -8,6 +8,7 @@ the same), or with `--endpoint-name` to SageMaker's UpdateEndpointWeightsAndCapa
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from server import control
@@ -75,6 +76,32 @@ def cmd_variants_set_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_capture_read(args: argparse.Namespace) -> int:
+    from server.data_capture import dataset, read_records
+    from server.storage import StorageError
+
+    try:
+        kind, items = dataset(read_records(args.where), args.what)
+    except (StorageError, ValueError, KeyError) as exc:
+        raise SystemExit(f"sagestack capture read: {exc}") from None
+    if kind == "BASE64":  # images and the like: one file each
+        if args.out is None:
+            raise SystemExit("sagestack capture read: the captured payloads are binary; give --out DIR")
+        args.out.mkdir(parents=True, exist_ok=True)
+        for n, item in enumerate(items):
+            (args.out / f"{args.what}-{n:06d}.bin").write_bytes(item)
+        print(f"capture read: {len(items)} {args.what}s -> {args.out}/")
+        return 0
+    text = b"".join(item + b"\n" for item in items)
+    if args.out is None:
+        sys.stdout.buffer.write(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(text)
+        print(f"capture read: {len(items)} {kind} {args.what} rows -> {args.out}")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     va = sub.add_parser("variants", help="an endpoint's production variants: show them, set their weights")
     vs = va.add_subparsers(dest="variants_command", required=True)
@@ -88,4 +115,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--endpoint-name", help="a SageMaker endpoint instead of the local stack")
     sw.add_argument("--profile", help="AWS profile for --endpoint-name")
     sw.set_defaults(fn=cmd_variants_set_weights)
+    ca = sub.add_parser("capture", help="data capture records (DataCaptureConfig)")
+    cs = ca.add_subparsers(dest="capture_command", required=True)
+    cr = cs.add_parser("read", help="the captured requests (or answers) as a data set to score again")
+    cr.add_argument("where", metavar="DIR", help="a folder, file:// or s3:// prefix of capture files")
+    cr.add_argument("--what", choices=("input", "output"), default="input")
+    cr.add_argument("--out", type=Path, help="a CSV or JSON Lines file (a folder for binary payloads); "
+                                             "default: stdout")  # fmt: skip
+    cr.set_defaults(fn=cmd_capture_read)
 
