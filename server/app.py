@@ -28,7 +28,7 @@ from server.gateway import Gateway, Reply
 from server.handler_kit import ClientError, json_body
 from server.request_log import RequestTimings
 from server.settings import Settings
-from server.traffic import INFERENCE_ID, Traffic
+from server.traffic import ENABLE_EXPLANATIONS, INFERENCE_ID, Traffic
 from server.variants import COMPILED_SUFFIX, INVOKED_VARIANT, TARGET_VARIANT
 
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
@@ -137,7 +137,8 @@ class Invocations:
         accept = req.get_header(self.ACCEPT)
         started = time.perf_counter()
         try:
-            reply, content_type = self.gateway.invoke(target, body, req.content_type, accept, timings)
+            reply, content_type = self.traffic.invoke(target, body, req.content_type, accept, timings,
+                                                      req.get_header(ENABLE_EXPLANATIONS))  # fmt: skip
             if isinstance(reply, bytes) and isinstance(body, bytes):
                 self.traffic.observe(target, req.get_header(INFERENCE_ID), body, req.content_type, accept, reply,
                                      content_type, time.perf_counter() - started)  # fmt: skip
@@ -468,7 +469,8 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     app.add_route("/invocations", invocations)
     app.add_route("/endpoints/{endpoint}/invocations", invocations)
     app.add_route("/endpoints/{endpoint}/async-invocations", AsyncInvocations(gateway, queue))
-    app.add_route("/endpoints/{endpoint}/invocations-response-stream", InvocationsResponseStream(gateway, queue, traffic))
+    streamed = InvocationsResponseStream(gateway, queue, traffic)
+    app.add_route("/endpoints/{endpoint}/invocations-response-stream", streamed)
     app.add_route("/models/{name}/invoke", invocations)
     models = Models(gateway)
     app.add_route("/models", models)

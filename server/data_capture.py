@@ -74,7 +74,7 @@ def record(event: Event, capture: Capture) -> dict:
 
 
 def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # SageMaker writes whole seconds
 
 
 def object_key(endpoint: str, variant: str, at: float) -> str:

@@ -47,7 +47,8 @@ def _print_endpoints(reply: dict) -> None:
         print(f"endpoint {name}{default}")
         total = sum(v["weight"] for v in endpoint["variants"]) or 1.0
         for v in endpoint["variants"]:
-            print(f"  {v['name']:<24} model {v['model']:<24} weight {v['weight']:<8g} {100 * v['weight'] / total:5.1f}%")
+            share = 100 * v["weight"] / total
+            print(f"  {v['name']:<24} model {v['model']:<24} weight {v['weight']:<8g} {share:5.1f}%")
         if endpoint.get("shadow"):
             s = endpoint["shadow"]
             print(f"  {s['name']:<24} model {s['model']:<24} shadow {endpoint['shadow_percentage']:g}% of requests")
@@ -123,4 +124,3 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cr.add_argument("--out", type=Path, help="a CSV or JSON Lines file (a folder for binary payloads); "
                                              "default: stdout")  # fmt: skip
     cr.set_defaults(fn=cmd_capture_read)
-

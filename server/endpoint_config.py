@@ -13,6 +13,8 @@ copied to it; without it the share is its InitialVariantWeight over the producti
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from collections.abc import Iterable
@@ -189,7 +191,9 @@ def _variant(field: str, raw: dict[str, Any], models: list[str] | None) -> Varia
     return Variant(raw["VariantName"], model, weight)
 
 
-def _shadow(raw: dict[str, Any], variants: tuple[Variant, ...], models: list[str] | None) -> tuple[Variant | None, float]:
+def _shadow(
+    raw: dict[str, Any], variants: tuple[Variant, ...], models: list[str] | None
+) -> tuple[Variant | None, float]:
     shadows = raw.get("ShadowProductionVariants") or []
     if not shadows:
         return None, 0.0
@@ -270,6 +274,10 @@ def _explainer(raw: dict[str, Any] | None) -> Explainer | None:
     if headers and types and len(headers) != len(types):
         raise EndpointConfigError(f"{field}.InferenceConfig.FeatureTypes: {len(types)} types for {len(headers)} "
                                   "FeatureHeaders")  # fmt: skip
+    rows = [row for row in csv.reader(io.StringIO(base["ShapBaseline"])) if row]
+    if not rows or len({len(row) for row in rows}) != 1 or (headers and len(rows[0]) != len(headers)):
+        raise EndpointConfigError(f"{field}.ShapConfig.ShapBaselineConfig.ShapBaseline: CSV rows of one value per "
+                                  f"feature{f' ({len(headers)} FeatureHeaders)' if headers else ''}")  # fmt: skip
     return Explainer(
         enable=clarify.get("EnableExplanations"),
         baseline=base["ShapBaseline"],

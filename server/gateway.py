@@ -28,7 +28,6 @@ from server.protos import classification_pb2, predict_pb2, regression_pb2
 from server.request_log import RequestTimings
 from server.routes import READY, RouteTable, VariantRoute
 from server.settings import Settings
-from server.variants import DEFAULT_VARIANT, Chooser
 from server.tensors import (
     TensorError,
     columnar,
@@ -38,6 +37,7 @@ from server.tensors import (
     request_to_arrays,
     to_proto,
 )
+from server.variants import DEFAULT_VARIANT, Chooser
 
 log = logging.getLogger("sagestack.gateway")
 METHODS = ("predict", "classify", "regress")

@@ -12,8 +12,8 @@ input_handler may return `{"inputs": {name: ndarray}}` to go to the runtime as b
 the response carries `.outputs` (name -> ndarray) besides `.content`, `context.predict()`
 runs the model from `handler` without JSON, and `context.predict_stream()` gives its outputs in parts. A handler
 (or output_handler) whose body is an iterator of chunks streams its answer. An optional `agreement(production,
-shadow, content_type)` says how far a shadow variant's answer agrees with production's (0-1). A handler exception with an integer
-`status_code` between 400 and 499 is the client's fault and becomes that status.
+shadow, content_type)` says how far a shadow variant's answer agrees with production's (0-1). A handler
+exception with an integer `status_code` between 400 and 499 is the client's fault and becomes that status.
 """
 
 from __future__ import annotations

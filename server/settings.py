@@ -224,8 +224,9 @@ class Settings:
             max_concurrent_transforms=e.integer("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", cpus, lo=1, hi=1024),
             async_output_path=e.location("SAGESTACK_ASYNC_OUTPUT_PATH") or async_config.get("output"),
             async_failure_path=e.location("SAGESTACK_ASYNC_FAILURE_PATH") or async_config.get("failure"),
-            async_max_concurrent_invocations=e.integer("SAGESTACK_ASYNC_MAX_CONCURRENT_INVOCATIONS",
-                                                       async_config.get("concurrent") or 4, lo=1, hi=1000),  # fmt: skip
+            async_max_concurrent_invocations=e.integer(
+                "SAGESTACK_ASYNC_MAX_CONCURRENT_INVOCATIONS", async_config.get("concurrent") or 4, lo=1, hi=1000
+            ),
             async_queue_path=e.optional_path("SAGESTACK_ASYNC_QUEUE_PATH"),
             async_input_prefixes=e.path_list("SAGESTACK_ASYNC_INPUT_PREFIXES"),
             endpoint_config=endpoint_config,

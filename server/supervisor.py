@@ -120,7 +120,7 @@ class Supervisor:
         s = self.settings
         self._prepare_run_dir()
         if s.multi_model and s.endpoint_config is not None:
-            raise StartupError("SAGESTACK_ENDPOINT_CONFIG names the variants' models: not with SAGEMAKER_MULTI_MODEL=true")
+            raise StartupError("SAGESTACK_ENDPOINT_CONFIG names its variants' models: not with SAGEMAKER_MULTI_MODEL")
         if not s.multi_model:
             specs = find_models(s.model_dir)
             names = [spec.name for spec in specs]

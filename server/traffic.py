@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 
-from server import endpoint_config
+from server import endpoint_config, handlers
 from server.data_capture import CaptureWriter, Event
 from server.endpoint_config import EndpointConfig
-from server.gateway import Gateway, Target
+from server.explainer import Explainer
+from server.gateway import Gateway, Reply, Target
+from server.request_log import RequestTimings
 from server.shadow import Copy, ShadowRunner
 
 INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
@@ -30,9 +32,19 @@ class Traffic:
         capture = self.config.capture if self.config else None
         self.capture = CaptureWriter(capture, CAPTURE_BUFFER_RECORDS) if capture and capture.enabled else None
         self.shadow = ShadowRunner(gateway, settings.shadow_queue_size, settings.shadow_workers)
+        explainer = self.config.explainer if self.config else None
+        self.explainer = Explainer(explainer) if explainer else None
 
     def configured(self, target: Target) -> bool:
         return self.config is not None and target.endpoint == self.config.name
+
+    def invoke(self, target: Target, body: handlers.Body, content_type: str | None, accept: str | None,
+               timings: RequestTimings, explanations: str | None) -> tuple[Reply, str]:  # fmt: skip
+        """The gateway's answer, or with an ExplainerConfig, Clarify's: predictions and their explanations
+        (`explanations`: the X-Amzn-SageMaker-Enable-Explanations header, which overrides the config's)."""
+        if self.explainer is not None and self.configured(target):
+            return self.explainer.explain(self.gateway, target, body, content_type, accept, timings, explanations)
+        return self.gateway.invoke(target, body, content_type, accept, timings)
 
     def observe(self, target: Target, inference_id: str | None, body: bytes, content_type: str | None,
                 accept: str | None, answer: bytes, answer_type: str, seconds: float) -> None:  # fmt: skip

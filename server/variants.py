@@ -46,6 +46,7 @@ def endpoints(config: EndpointConfig | None, models: Iterable[str], compiled_mod
     out: dict[str, EndpointRoute] = {}
     named: set[str] = set()
     if config is not None:
+
         def route(v) -> VariantRoute:  # fmt: skip
             return VariantRoute(v.name, v.model, weights.get((config.name, v.name), v.weight))
 
@@ -90,7 +91,8 @@ class Chooser:
         endpoint, pinned = _endpoint_of(table, name)
         if endpoint is None:
             if target is not None and target != DEFAULT_VARIANT:
-                raise bad_request(f"{TARGET_VARIANT}: model '{name}' has one variant, {DEFAULT_VARIANT}, not {target!r}")
+                raise bad_request(f"{TARGET_VARIANT}: model '{name}' has one variant, {DEFAULT_VARIANT}, "
+                                  f"not {target!r}")  # fmt: skip
             if compiled is not None:
                 _compiled_flag(compiled)
                 raise not_found(f"model '{name.removesuffix(COMPILED_SUFFIX)}' has no compiled and uncompiled "

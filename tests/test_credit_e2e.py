@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,69 @@ def test_the_gateway_scores_records_without_pandas(credit_stack, applications):
         mapped = {m.path for m in worker.memory_maps()}
         assert not [p for p in mapped if "/pandas/" in p], worker.pid
         assert [p for p in mapped if "/numpy/" in p], worker.pid  # the check does see a worker's libraries
+
+
+# ---- online explanations (ExplainerConfig) and the shadow's agreement ----------------------------------------------
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def explained_stack(built):
+    root, _ = built
+    stack = start_stack(root / "model", root / "run-explained",
+                        SAGESTACK_ENDPOINT_CONFIG=str(EXAMPLES / "credit_risk_explained.json"))  # fmt: skip
+    yield stack
+    assert stack.stop() == 0
+
+
+def test_explanations_are_clarifys_format_in_the_readable_columns_and_add_up_to_the_prediction(
+    explained_stack, applications
+):
+    body = applications.to_csv(index=False, header=False).encode()
+    headers = {"Content-Type": "text/csv", "Accept": "text/csv"}
+    r = requests.post(f"{explained_stack.url}/invocations", data=body, headers=headers, timeout=60)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["version"] == "1.0" and answer["predictions"]["content_type"] == "text/csv"
+    probabilities = [float(line.split(",")[0]) for line in answer["predictions"]["data"].splitlines()]
+    records = answer["explanations"]["kernel_shap"]
+    assert len(records) == len(probabilities) == 3
+    for record, base, p in zip(records, answer["base_values"], probabilities, strict=True):
+        assert [f["feature_header"] for f in record] == list(applications.columns)
+        total = sum(f["attributions"][0]["attribution"][0] for f in record)
+        assert base + total == pytest.approx(p, abs=1e-9)  # additivity: base value + attributions = prediction
+    # the header's JMESPath, on each record's own answer ([probability, label]), picks which to explain
+    pick = {**headers, "X-Amzn-SageMaker-Enable-Explanations": "[1]=='high risk'"}
+    r = requests.post(f"{explained_stack.url}/invocations", data=body, headers=pick, timeout=60)
+    labels = [line.split(",")[1] for line in r.json()["predictions"]["data"].splitlines()]
+    explained = [rec is not None for rec in r.json()["explanations"].get("kernel_shap", [None] * 3)]
+    assert explained == [label == "high risk" for label in labels]
+    off = requests.post(f"{explained_stack.url}/invocations", data=body,
+                        headers={**headers, "X-Amzn-SageMaker-Enable-Explanations": "`false`"}, timeout=60)  # fmt: skip
+    assert off.json()["explanations"] == {}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "needle"),
+    [
+        ({"Content-Type": "application/json"}, 415, "text/csv"),
+        ({"Content-Type": "text/csv", "X-Amzn-SageMaker-Enable-Explanations": "[0"}, 400, "JMESPath"),
+        ({"Content-Type": "text/csv", "X-Amzn-SageMaker-Enable-Explanations": "[0]"}, 400, "true or false"),
+    ],
+)
+def test_explanation_mistakes_are_named(explained_stack, applications, headers, status, needle):
+    body = applications.head(1).to_csv(index=False, header=False).encode()
+    r = requests.post(f"{explained_stack.url}/invocations", data=body, headers=headers, timeout=60)
+    assert r.status_code == status and needle in r.json()["error"]
+
+
+def test_a_shadow_of_the_same_model_agrees_on_every_decision(built):
+    from server import handlers
+
+    root, _ = built
+    code = handlers.load("credit_risk", root / "model" / "credit_risk" / "code")
+    csv_a, csv_b = b"0.1,low risk\n0.7,high risk\n", b"0.2,low risk\n0.4,low risk\n"
+    assert code.agreement(csv_a, csv_a, "text/csv") == 1.0
+    assert code.agreement(csv_a, csv_b, "text/csv") == 0.5
+    one = json.dumps({"predictions": [{"probability_high_risk": 0.7, "label": "high risk"}]}).encode()
+    assert code.agreement(one, one, "application/json") == 1.0

@@ -42,12 +42,14 @@ def test_records_are_sagemakers_format_in_hourly_folders_and_a_full_buffer_drops
     writer = CaptureWriter(capture, buffer_records=2)
     at = time.time()
     for n in range(5):  # the writer flushes once a second: the buffer holds 2, three are dropped
-        writer.offer(Event("hpt-captured", "main", f"id-{n}", at, b"1\n2\n", "text/csv", b'{"y":1}', "application/json"))
+        event = Event("hpt-captured", "main", f"id-{n}", at, b"1\n2\n", "text/csv", b'{"y":1}', "application/json")
+        writer.offer(event)
     writer.flush()
     files = list((tmp_path / "capture" / "hpt-captured" / "main").rglob("*.jsonl"))
     assert len(files) == 1
     assert files[0].parent.relative_to(tmp_path / "capture" / "hpt-captured" / "main").parts == tuple(
-        time.strftime("%Y %m %d %H", time.gmtime(at)).split())
+        time.strftime("%Y %m %d %H", time.gmtime(at)).split()
+    )
     records = [json.loads(line) for line in files[0].read_text().splitlines()]
     assert [r["eventMetadata"]["inferenceId"] for r in records] == ["id-0", "id-1"]
     first = records[0]
@@ -113,4 +115,5 @@ def test_the_stack_captures_csv_json_and_binary_to_s3_and_capture_read_gives_a_d
                            capture_output=True, text=True)  # fmt: skip
     assert mixed.returncode != 0 and "mix encodings" in mixed.stderr
     metrics = requests.get(f"{captured.url}/metrics", timeout=10).text
-    assert 'sagestack_capture_records_total{endpoint="hpt-captured",outcome="written",variant="main"} 4.0' in metrics  # the scoring again too
+    written = 'sagestack_capture_records_total{endpoint="hpt-captured",outcome="written",variant="main"} 4.0'
+    assert written in metrics  # the scoring again was captured too

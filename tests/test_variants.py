@@ -33,7 +33,8 @@ MODELS = ["half_plus_three", "hpt_challenger", "yolov4", "yolov4_compiled"]
 
 
 def table(config: dict, compiled_model: bool = True) -> RouteTable:
-    return RouteTable(endpoints=endpoints(parse(config, MODELS), MODELS, compiled_model, {}), default_model="hpt-canary")
+    routes = endpoints(parse(config, MODELS), MODELS, compiled_model, {})
+    return RouteTable(endpoints=routes, default_model="hpt-canary")
 
 
 # ---- the file ------------------------------------------------------------------------------------------------
@@ -48,13 +49,15 @@ def test_the_file_is_createendpointconfigs_request_and_model_names_take_sagemake
     ("change", "named"),
     [
         (lambda c: c["ProductionVariants"][1].update(ModelName="nope"), "ProductionVariants[1].ModelName"),
-        (lambda c: c["ProductionVariants"][0].update(InitialVariantWeight="x"), "ProductionVariants[0].InitialVariantWeight"),
+        (lambda c: c["ProductionVariants"][0].update(InitialVariantWeight="x"),
+         "ProductionVariants[0].InitialVariantWeight"),
         (lambda c: c["ProductionVariants"][0].pop("VariantName"), '"VariantName"'),
         (lambda c: c["ProductionVariants"][1].update(VariantName="champion"), "ProductionVariants[1].VariantName"),
         (lambda c: c["ProductionVariants"][0].update(Colour="red"), "Colour"),
         (lambda c: c.update(EndpointConfigName="has_underscore"), "EndpointConfigName"),
         (lambda c: [v.update(InitialVariantWeight=0) for v in c["ProductionVariants"]], "InitialVariantWeight"),
-        (lambda c: c.update(ShadowProductionVariants=[{"VariantName": "s", "ModelName": "yolov4"}]), "ProductionVariants"),
+        (lambda c: c.update(ShadowProductionVariants=[{"VariantName": "s", "ModelName": "yolov4"}]),
+         "ProductionVariants"),
         (lambda c: c.update(DataCaptureConfig={"InitialSamplingPercentage": 5, "DestinationS3Uri": "s3://b/p"}),
          '"CaptureOptions"'),
         (lambda c: c.update(DataCaptureConfig={"InitialSamplingPercentage": 500, "DestinationS3Uri": "s3://b/p",
