@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 from handler_kit import BadRequest, UnsupportedType, decode_image, json_body, json_response, model_attributes
-from yolov4.boxes import SERVED_DEFAULTS, agreement as detection_agreement, detections, letterbox
+from yolov4.boxes import SERVED_DEFAULTS, detections, letterbox
+from yolov4.boxes import agreement as detection_agreement
 from yolov4.coco import CLASSES
 
 CONFIG = json.loads(Path(__file__).with_name("config.json").read_text())
