@@ -103,6 +103,31 @@ def cmd_capture_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shadow_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from server import shadow_report
+
+    try:
+        rows = shadow_report.summarize(shadow_report.scrape(args.url))
+    except OSError as exc:
+        raise SystemExit(f"sagestack shadow report: no stack answers at {args.url} ({exc})") from None
+    if not rows:
+        raise SystemExit("sagestack shadow report: no shadow copies yet (is ShadowProductionVariants configured?)")
+    table = Table(title="production against its shadow, on the same requests")
+    columns = ["endpoint", "variant", "ok", "error", "dropped", "production_p50_ms", "shadow_p50_ms",
+               "production_p95_ms", "shadow_p95_ms", "agreement", "fully_agreed"]  # fmt: skip
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="left" if column in ("endpoint", "variant") else "right")
+    for row in rows:
+        table.add_row(*("-" if row.get(c) is None else str(row.get(c, 0)) for c in columns))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)  # a pipe keeps the whole table
+    shadow_report.write(rows, args.out, args.out.with_suffix(".json"))
+    print(f"shadow report: {args.out} and {args.out.with_suffix('.json')}")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     va = sub.add_parser("variants", help="an endpoint's production variants: show them, set their weights")
     vs = va.add_subparsers(dest="variants_command", required=True)
@@ -116,6 +141,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--endpoint-name", help="a SageMaker endpoint instead of the local stack")
     sw.add_argument("--profile", help="AWS profile for --endpoint-name")
     sw.set_defaults(fn=cmd_variants_set_weights)
+    sh = sub.add_parser("shadow", help="the shadow variant (ShadowProductionVariants)")
+    ss = sh.add_subparsers(dest="shadow_command", required=True)
+    sr = ss.add_parser("report", help="production against the shadow: latency, failures, drops, agreement")
+    sr.add_argument("--url", default="http://127.0.0.1:8080", help="the running stack")
+    sr.add_argument("--out", type=Path, default=Path("build/shadow/report.png"), help="the PNG (and .json beside it)")
+    sr.set_defaults(fn=cmd_shadow_report)
     ca = sub.add_parser("capture", help="data capture records (DataCaptureConfig)")
     cs = ca.add_subparsers(dest="capture_command", required=True)
     cr = cs.add_parser("read", help="the captured requests (or answers) as a data set to score again")

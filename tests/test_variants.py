@@ -4,6 +4,7 @@ weights set on a running stack, and the compiled twin as two variants of one end
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import requests
 
 from bench.stack import start_stack
+from server import shadow_report
 from server.endpoint_config import EndpointConfigError, for_botocore, parse
 from server.errors import ApiError
 from server.routes import RouteTable
@@ -228,7 +230,7 @@ def metric(stack, name: str, **labels: str) -> float:
     return total
 
 
-def test_a_slow_or_failing_shadow_leaves_productions_latency_and_status_alone(shadowed):
+def test_a_slow_or_failing_shadow_leaves_productions_latency_and_status_alone(shadowed, tmp_path):
     def post(x: float) -> requests.Response:
         return requests.post(f"{shadowed.url}/invocations", json={"instances": [x]}, timeout=30)
 
@@ -258,3 +260,19 @@ def test_a_slow_or_failing_shadow_leaves_productions_latency_and_status_alone(sh
     while metric(shadowed, "sagestack_shadow_invocations_total", outcome="error") <= errors:
         assert time.monotonic() < deadline, "the shadow's failure was never counted"
         time.sleep(0.2)
+    report = tmp_path / "shadow.png"
+    done = subprocess.run([sys.executable, "-m", "server.cli", "shadow", "report", "--url", shadowed.url, "--out",
+                           str(report)], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "hpt-shadowed" in done.stdout and report.stat().st_size > 1000
+    (row,) = json.loads(report.with_suffix(".json").read_text())
+    assert row["variant"] == "shadow" and row["ok"] == ok and row["dropped"] == dropped
+    assert row["shadow_p50_ms"] > 1500 > row["production_p50_ms"]  # the shadow sleeps 2 s, production does not
+    assert 0 <= row["agreement"] <= 1
+
+
+def test_quantiles_from_cumulative_buckets():
+    buckets = [(0.1, 0.0), (0.2, 50.0), (0.4, 100.0), (math.inf, 100.0)]
+    assert shadow_report.quantile(buckets, 0.5) == pytest.approx(0.2)
+    assert shadow_report.quantile(buckets, 0.75) == pytest.approx(0.3)
+    assert shadow_report.quantile([(math.inf, 0.0)], 0.5) is None
