@@ -16,11 +16,17 @@ def cmd_push(args: argparse.Namespace) -> int:
 
     try:
         autoscale = tuple(int(x) for x in args.autoscale.split(":")) if args.autoscale else None
+        model_dir = args.model_dir or settings_or_exit().model_dir
+        config = endpoint_config(args.endpoint_config, model_dir) if args.endpoint_config else None
+        if config is None and not (args.model and args.instance_type):
+            raise SyncError("give --model and --instance-type, or --endpoint-config with the variants")
+        if config is not None and (args.async_output_path or args.model):
+            raise SyncError("with --endpoint-config, the file names the models and its AsyncInferenceConfig")
         req = PushRequest(
-            model=args.model,
+            model=args.model or (config.variants[0].model if config else ""),
             endpoint_name=args.endpoint_name,
             instance_type=args.instance_type,
-            model_dir=args.model_dir or settings_or_exit().model_dir,
+            model_dir=model_dir,
             image=args.image,
             instance_count=args.instance_count,
             env=read_env_file(args.env_file) if args.env_file else {},
@@ -32,6 +38,7 @@ def cmd_push(args: argparse.Namespace) -> int:
             async_output_path=args.async_output_path,
             async_failure_path=args.async_failure_path,
             async_max_concurrent_invocations=args.async_max_concurrent_invocations,
+            endpoint_config=config,
         )
         if req.async_output_path is None and (req.async_failure_path or req.async_max_concurrent_invocations):
             raise SyncError("--async-failure-path and --async-max-concurrent-invocations need --async-output-path")
@@ -41,6 +48,18 @@ def cmd_push(args: argparse.Namespace) -> int:
     except (SyncError, EnvFileError) as exc:
         raise SystemExit(f"sagestack push: {exc}") from None
     return 0
+
+
+def endpoint_config(path: Path, model_dir: Path):
+    """The file, checked against the model directory, or the error naming its field."""
+    from containers.sagemaker_sync import SyncError
+    from server.endpoint_config import EndpointConfigError, load
+    from server.modeldir import find_models
+
+    try:
+        return load(path, [spec.name for spec in find_models(model_dir)])
+    except EndpointConfigError as exc:
+        raise SyncError(str(exc)) from None
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
@@ -64,9 +83,13 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     pu = sub.add_parser("push", help="push the image and a model to a SageMaker endpoint (ECR, S3, SageMaker)")
-    pu.add_argument("--model", required=True)
+    pu.add_argument("--model", help="the model to serve (or --endpoint-config)")
     pu.add_argument("--endpoint-name", required=True)
-    pu.add_argument("--instance-type", required=True, help="e.g. ml.c5.xlarge")
+    pu.add_argument("--instance-type", help="e.g. ml.c5.xlarge (with --endpoint-config: where a variant has none)")
+    pu.add_argument("--endpoint-config", type=Path, metavar="endpoint.json",
+                    help="CreateEndpointConfig's request JSON, as SAGESTACK_ENDPOINT_CONFIG serves it: a Model per "
+                    "variant, the shadow, data capture, explainer, async; a change of weights alone becomes "
+                    "UpdateEndpointWeightsAndCapacities")  # fmt: skip
     pu.add_argument("--instance-count", type=int, default=1)
     pu.add_argument("--env-file", type=Path, help="KEY=VALUE lines, e.g. from sagestack tune")
     pu.add_argument("--image", default="sagestack:latest", help="the local image to push")

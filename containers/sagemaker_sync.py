@@ -31,6 +31,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, NoCredentialsError
 
 from server import model_archive
+from server.endpoint_config import DEFAULT_VARIANT, EndpointConfig, for_botocore
 
 REPOSITORY = "sagestack"
 CLIENT_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"})
@@ -60,7 +61,7 @@ class SyncError(RuntimeError):
 class PushRequest:
     model: str
     endpoint_name: str
-    instance_type: str
+    instance_type: str | None
     model_dir: Path
     image: str = "sagestack:latest"
     instance_count: int = 1
@@ -74,9 +75,12 @@ class PushRequest:
     async_output_path: str | None = None  # set: the endpoint is async (AsyncInferenceConfig)
     async_failure_path: str | None = None
     async_max_concurrent_invocations: int | None = None
+    endpoint_config: EndpointConfig | None = None  # --endpoint-config: its variants, shadow, capture, explainer
 
     def async_config(self) -> dict[str, Any] | None:
         """CreateEndpointConfig's AsyncInferenceConfig, or None for a real-time endpoint."""
+        if self.endpoint_config is not None:
+            return self.endpoint_config.raw.get("AsyncInferenceConfig")
         if self.async_output_path is None:
             return None
         output: dict[str, Any] = {"S3OutputPath": self.async_output_path}
@@ -97,6 +101,31 @@ class Step:
 
 def short_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def sagemaker_request(config: EndpointConfig, instance_type: str | None, instance_count: int) -> dict[str, Any]:
+    """The file's CreateEndpointConfig request as SageMaker takes it: sagestack's SamplingPercentage as the shadow's
+    weight relative to production's, each variant's instance type and count (the flags' where the file has none),
+    and S3 for every location SageMaker writes to."""
+    request = for_botocore(config.raw)
+    for key, variants in (("ProductionVariants", request["ProductionVariants"]),
+                          ("ShadowProductionVariants", request.get("ShadowProductionVariants", []))):  # fmt: skip
+        for i, variant in enumerate(variants):
+            variant.setdefault("InitialInstanceCount", instance_count)
+            if "InstanceType" not in variant and "ServerlessConfig" not in variant:
+                if not instance_type:
+                    raise SyncError(f"{key}[{i}].InstanceType: give it in the file or as --instance-type")
+                variant["InstanceType"] = instance_type
+    if config.shadow is not None:
+        production = float(request["ProductionVariants"][0].get("InitialVariantWeight", 1.0))
+        request["ShadowProductionVariants"][0]["InitialVariantWeight"] = production * config.shadow_percentage / 100
+    where = [("DataCaptureConfig.DestinationS3Uri", (request.get("DataCaptureConfig") or {}).get("DestinationS3Uri"))]
+    output = (request.get("AsyncInferenceConfig") or {}).get("OutputConfig", {})
+    where += [(f"AsyncInferenceConfig.OutputConfig.{k}", output.get(k)) for k in ("S3OutputPath", "S3FailurePath")]
+    for field_name, uri in where:
+        if uri and not uri.startswith("s3://"):
+            raise SyncError(f"{field_name}: SageMaker writes to S3, not {uri!r} (use an s3:// URI in the pushed file)")
+    return json.loads(json.dumps(request))
 
 
 def endpoint_models(model_dir: Path, model: str) -> list[str]:
@@ -168,20 +197,59 @@ class SageMakerSync:
         else:
             account, region = self.check_environment(), self.session.region_name
         image_uri = self.push_image(req, account, region)
-        model_data = self.upload_model(req, account, region)
-        env = {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": req.model, **(ASYNC_ENV if req.async_config() else {}), **req.env}
         role = req.role_arn or f"arn:aws:iam::{account}:role/SageMakerExecutionRole"
-        model_name = f"{req.endpoint_name}-{short_hash(image_uri, model_data, env, role)}"
-        self.ensure_model(req, model_name, image_uri, model_data, env, role)
-        defining: tuple[Any, ...] = (model_name, req.instance_type, req.instance_count)
-        if req.async_config():  # a real-time endpoint keeps the name it always had
-            defining += (req.async_config(),)
-        config_name = f"{req.endpoint_name}-{short_hash(*defining)}"
-        self.ensure_endpoint_config(req, config_name, model_name)
-        self.ensure_endpoint(req, config_name)
+        if req.endpoint_config is not None:
+            config_name, weights = self.configured_endpoint(req, account, region, image_uri, role)
+        else:
+            model_name = self.variant_model(req, account, region, image_uri, role, endpoint_models(req.model_dir,
+                                                                                                  req.model))  # fmt: skip
+            defining: tuple[Any, ...] = (model_name, req.instance_type, req.instance_count)
+            if req.async_config():  # a real-time endpoint keeps the name it always had
+                defining += (req.async_config(),)
+            config_name, weights = f"{req.endpoint_name}-{short_hash(*defining)}", {}
+            self.ensure_endpoint_config(req, config_name, model_name)
+        self.ensure_endpoint(req, config_name, weights)
         if req.autoscale:
             self.ensure_autoscaling(req)
         return self.steps
+
+    def variant_model(self, req: PushRequest, account: str, region: str, image_uri: str, role: str,
+                      models: list[str]) -> str:  # fmt: skip
+        """The SageMaker Model serving `models[0]` (its model.tar.gz carries `models`), created if new."""
+        model_data = self.upload_model(req, account, region, models)
+        env = {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": models[0], **(ASYNC_ENV if req.async_config() else {}), **req.env}
+        model_name = f"{req.endpoint_name}-{short_hash(image_uri, model_data, env, role)}"
+        self.ensure_model(req, model_name, image_uri, model_data, env, role)
+        return model_name
+
+    def configured_endpoint(self, req: PushRequest, account: str, region: str, image_uri: str,
+                            role: str) -> tuple[str, dict[str, float]]:  # fmt: skip
+        """--endpoint-config: a Model per variant (its model alone), then the file's EndpointConfig with those
+        Models. The config's name leaves the weights out, so a change of weights alone keeps the config and
+        becomes UpdateEndpointWeightsAndCapacities (ensure_endpoint): no blue/green deployment."""
+        config = req.endpoint_config
+        assert config is not None
+        request = sagemaker_request(config, req.instance_type, req.instance_count)
+        for variant in (*request["ProductionVariants"], *request.get("ShadowProductionVariants", [])):
+            model = config.variant(variant["VariantName"])
+            assert model is not None
+            variant["ModelName"] = self.variant_model(req, account, region, image_uri, role, [model.model])
+        weights = {v["VariantName"]: float(v.get("InitialVariantWeight", 1.0)) for v in request["ProductionVariants"]}
+        unweighted = json.loads(json.dumps(request))
+        for variant in unweighted["ProductionVariants"]:
+            variant.pop("InitialVariantWeight", None)
+        name = f"{req.endpoint_name}-{short_hash(unweighted)}"
+        request["EndpointConfigName"] = name
+        sm = self.client("sagemaker")
+        if self._lookup(lambda: sm.describe_endpoint_config(EndpointConfigName=name)):
+            self._step("EndpointConfig", "exists", name)
+        elif req.dry_run:
+            shadow = ", shadow" if request.get("ShadowProductionVariants") else ""
+            self._step("EndpointConfig", "planned", f"create {name} ({', '.join(weights)}{shadow})")
+        else:
+            sm.create_endpoint_config(**request)
+            self._step("EndpointConfig", "created", f"{name} ({', '.join(f'{k}={v:g}' for k, v in weights.items())})")
+        return name, weights
 
     # ---- 1. ECR -------------------------------------------------------------------------------
     def push_image(self, req: PushRequest, account: str, region: str) -> str:
@@ -228,15 +296,14 @@ class SageMakerSync:
         return uri
 
     # ---- 2. S3 --------------------------------------------------------------------------------
-    def upload_model(self, req: PushRequest, account: str, region: str) -> str:
-        models = endpoint_models(req.model_dir, req.model)
+    def upload_model(self, req: PushRequest, account: str, region: str, models: list[str]) -> str:
         try:
             data = model_archive.pack(req.model_dir, models)
         except model_archive.ArchiveError as exc:
             raise SyncError(str(exc)) from None
         digest = hashlib.sha256(data).hexdigest()[:16]
         bucket = f"sagestack-{account}-{region}"
-        key = f"models/{req.model}/{digest}/model.tar.gz"
+        key = f"models/{models[0]}/{digest}/model.tar.gz"
         url = f"s3://{bucket}/{key}"
         s3 = self.client("s3")
         carries = " + ".join(models)
@@ -278,7 +345,7 @@ class SageMakerSync:
             self._step("EndpointConfig", "planned", f"create {name} ({req.instance_count} x {req.instance_type}{kind})")
         else:
             variant = {
-                "VariantName": "AllTraffic",
+                "VariantName": DEFAULT_VARIANT,
                 "ModelName": model_name,
                 "InstanceType": req.instance_type,
                 "InitialInstanceCount": req.instance_count,
@@ -288,7 +355,7 @@ class SageMakerSync:
             sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant], **extra)
             self._step("EndpointConfig", "created", name)
 
-    def ensure_endpoint(self, req: PushRequest, config_name: str) -> None:
+    def ensure_endpoint(self, req: PushRequest, config_name: str, weights: dict[str, float]) -> None:
         sm = self.client("sagemaker")
         current = self._lookup(lambda: sm.describe_endpoint(EndpointName=req.endpoint_name))
         if current is None:
@@ -299,6 +366,7 @@ class SageMakerSync:
             self._step("Endpoint", "created", req.endpoint_name)
         elif current["EndpointConfigName"] == config_name:
             self._step("Endpoint", "exists", f"{req.endpoint_name} already runs {config_name}")
+            self.ensure_weights(req, current, weights)
             return
         elif req.dry_run:
             self._step("Endpoint", "planned", f"blue/green update {current['EndpointConfigName']} -> {config_name}")
@@ -311,6 +379,24 @@ class SageMakerSync:
                 raise SyncError(f"update_endpoint({req.endpoint_name} -> {config_name}) failed: {exc}") from None
             self._step("Endpoint", "updated", f"blue/green {current['EndpointConfigName']} -> {config_name}")
         self.wait_in_service(req)
+
+    def ensure_weights(self, req: PushRequest, current: dict[str, Any], weights: dict[str, float]) -> None:
+        """UpdateEndpointWeightsAndCapacities where the running variants' weights are not the file's."""
+        running = {v["VariantName"]: v.get("DesiredWeight", v.get("CurrentWeight")) for v in
+                   current.get("ProductionVariants", [])}  # fmt: skip
+        changed = {name: w for name, w in weights.items() if running.get(name) is None or
+                   abs(float(running[name]) - w) > 1e-9}  # fmt: skip
+        if not changed:
+            return
+        detail = ", ".join(f"{k}={v:g}" for k, v in changed.items())
+        if req.dry_run:
+            self._step("variant weights", "planned", f"UpdateEndpointWeightsAndCapacities {detail}")
+            return
+        self.client("sagemaker").update_endpoint_weights_and_capacities(
+            EndpointName=req.endpoint_name,
+            DesiredWeightsAndCapacities=[{"VariantName": k, "DesiredWeight": v} for k, v in changed.items()],
+        )
+        self._step("variant weights", "updated", detail)
 
     def wait_in_service(self, req: PushRequest) -> None:
         sm = self.client("sagemaker")
@@ -332,7 +418,8 @@ class SageMakerSync:
         assert req.autoscale is not None
         low, high = req.autoscale
         aas = self.client("application-autoscaling")
-        resource = f"endpoint/{req.endpoint_name}/variant/AllTraffic"
+        variant = req.endpoint_config.variants[0].name if req.endpoint_config else DEFAULT_VARIANT
+        resource = f"endpoint/{req.endpoint_name}/variant/{variant}"
         dimension = "sagemaker:variant:DesiredInstanceCount"
         targets = self._lookup(
             lambda: aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])

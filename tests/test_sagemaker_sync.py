@@ -195,3 +195,72 @@ def test_invoke_local(stack):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert '"predictions":[3.5,4.0,5.5]' in result.stdout
+
+
+def test_push_sends_the_endpoint_config_and_a_change_of_weights_alone_is_update_weights(aws, models, tmp_path):
+    """The file `sagestack serve` takes, pushed: a Model per variant, the weights, data capture, async; then new
+    weights alone, as UpdateEndpointWeightsAndCapacities (no new config, no blue/green)."""
+    import json
+
+    shutil.copytree(models / "half_plus_three", tmp_path / "models" / "half_plus_three")
+    shutil.copytree(models / "half_plus_three", tmp_path / "models" / "hpt_challenger")
+    config = {
+        "EndpointConfigName": "hpt-canary",
+        "ProductionVariants": [
+            {"VariantName": "champion", "ModelName": "half_plus_three", "InitialVariantWeight": 0.9},
+            {"VariantName": "challenger", "ModelName": "hpt-challenger", "InitialVariantWeight": 0.1,
+             "InstanceType": "ml.m5.large"},
+        ],
+        "DataCaptureConfig": {"InitialSamplingPercentage": 20, "DestinationS3Uri": "s3://capture/hpt",
+                              "CaptureOptions": [{"CaptureMode": "Input"}]},
+        "AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": "s3://async-out/canary"}},
+    }  # fmt: skip
+    path = tmp_path / "endpoint.json"
+    path.write_text(json.dumps(config))
+
+    def push(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "server.cli", "push", "--endpoint-config", str(path), "--endpoint-name",
+             "hpt-canary", "--instance-type", "ml.c5.xlarge", "--model-dir", str(tmp_path / "models"),
+             "--no-image-push", *extra], capture_output=True, text=True, cwd=ROOT, env=os.environ.copy(), timeout=300,
+        )  # fmt: skip
+
+    first = push()
+    assert first.returncode == 0, first.stderr
+    sm = boto3.client("sagemaker")
+    endpoint = sm.describe_endpoint(EndpointName="hpt-canary")
+    sent = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    variants = {v["VariantName"]: v for v in sent["ProductionVariants"]}
+    assert {k: v["InitialVariantWeight"] for k, v in variants.items()} == {"champion": 0.9, "challenger": 0.1}
+    assert (
+        variants["challenger"]["InstanceType"] == "ml.m5.large"
+        and variants["champion"]["InstanceType"] == "ml.c5.xlarge"
+    )
+    served = {k: sm.describe_model(ModelName=v["ModelName"])["PrimaryContainer"] for k, v in variants.items()}
+    assert served["challenger"]["Environment"]["SAGEMAKER_TFS_DEFAULT_MODEL_NAME"] == "hpt_challenger"
+    assert "/hpt_challenger/" in served["challenger"]["ModelDataUrl"]  # each variant's tarball carries its model
+    assert served["champion"]["Environment"]["SAGEMAKER_MAX_PAYLOAD_IN_MB"] == "1024"  # async
+    assert sent["DataCaptureConfig"]["DestinationS3Uri"] == "s3://capture/hpt"
+    assert sent["AsyncInferenceConfig"] == config["AsyncInferenceConfig"]
+
+    config["ProductionVariants"][0]["InitialVariantWeight"] = 0.5
+    config["ProductionVariants"][1]["InitialVariantWeight"] = 0.5
+    path.write_text(json.dumps(config))
+    second = push()
+    assert second.returncode == 0, second.stderr
+    assert "variant weights" in second.stdout and "updated" in second.stdout
+    after = sm.describe_endpoint(EndpointName="hpt-canary")
+    assert after["EndpointConfigName"] == endpoint["EndpointConfigName"]  # no new config: weights only
+    assert {v["VariantName"]: v["CurrentWeight"] for v in after["ProductionVariants"]} == {"champion": 0.5,
+                                                                                            "challenger": 0.5}  # fmt: skip
+    weights = subprocess.run([sys.executable, "-m", "server.cli", "variants", "set-weights", "champion=1",
+                              "challenger=0.25", "--endpoint-name", "hpt-canary"], capture_output=True, text=True,
+                             cwd=ROOT, env=os.environ.copy(), timeout=120)  # fmt: skip
+    assert weights.returncode == 0, weights.stderr
+    now = sm.describe_endpoint(EndpointName="hpt-canary")["ProductionVariants"]
+    assert {v["VariantName"]: v["CurrentWeight"] for v in now} == {"champion": 1.0, "challenger": 0.25}
+
+    config["DataCaptureConfig"]["DestinationS3Uri"] = "file:///tmp/capture"
+    path.write_text(json.dumps(config))
+    local_only = push("--dry-run")
+    assert local_only.returncode != 0 and "DataCaptureConfig.DestinationS3Uri" in local_only.stderr
