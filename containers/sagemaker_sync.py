@@ -201,8 +201,8 @@ class SageMakerSync:
         if req.endpoint_config is not None:
             config_name, weights = self.configured_endpoint(req, account, region, image_uri, role)
         else:
-            model_name = self.variant_model(req, account, region, image_uri, role, endpoint_models(req.model_dir,
-                                                                                                  req.model))  # fmt: skip
+            served = endpoint_models(req.model_dir, req.model)
+            model_name = self.variant_model(req, account, region, image_uri, role, served)
             defining: tuple[Any, ...] = (model_name, req.instance_type, req.instance_count)
             if req.async_config():  # a real-time endpoint keeps the name it always had
                 defining += (req.async_config(),)

@@ -251,8 +251,8 @@ def test_push_sends_the_endpoint_config_and_a_change_of_weights_alone_is_update_
     assert "variant weights" in second.stdout and "updated" in second.stdout
     after = sm.describe_endpoint(EndpointName="hpt-canary")
     assert after["EndpointConfigName"] == endpoint["EndpointConfigName"]  # no new config: weights only
-    assert {v["VariantName"]: v["CurrentWeight"] for v in after["ProductionVariants"]} == {"champion": 0.5,
-                                                                                            "challenger": 0.5}  # fmt: skip
+    current = {v["VariantName"]: v["CurrentWeight"] for v in after["ProductionVariants"]}
+    assert current == {"champion": 0.5, "challenger": 0.5}
     weights = subprocess.run([sys.executable, "-m", "server.cli", "variants", "set-weights", "champion=1",
                               "challenger=0.25", "--endpoint-name", "hpt-canary"], capture_output=True, text=True,
                              cwd=ROOT, env=os.environ.copy(), timeout=120)  # fmt: skip
