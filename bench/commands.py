@@ -115,6 +115,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _extension_args(st, runs=10)
     st.add_argument("--out", type=Path, default=Path("build/bench/streaming.json"))
     st.set_defaults(fn=cmd_bench)
+    ex = bench.add_parser("explain", help="credit_risk: an explained record (kernel SHAP) against a plain prediction")
+    ex.add_argument("--model-dir", type=Path, default=Path("build/model"), help="where credit_risk is (else built)")
+    ex.add_argument("--samples", type=lambda v: [int(x) for x in v.split(",")], default=[512, 2088],
+                    help="NumberOfSamples values (2088: Clarify's default for 20 features)")  # fmt: skip
+    ex.add_argument("--runs", type=int, default=30)
+    ex.add_argument("--record", type=int, default=1, help="which German credit application to explain")
+    ex.add_argument("--out", type=Path, default=Path("build/bench/explain.json"))
+    ex.set_defaults(fn=cmd_bench)
     rv = bench.add_parser("revisions", help="bench overhead on an older revision and this tree, interleaved")
     rv.add_argument("--base", required=True, help="the revision to compare with (a commit, tag or branch)")
     rv.add_argument("--rounds", type=int, default=3, help="overhead rounds per tree, alternating")

@@ -68,7 +68,8 @@ def summarize(text: str) -> list[dict[str, Any]]:
     rows = []
     for key in sorted(copies):
         n = sums[(f"{AGREEMENT}_count", *key)]
-        row: dict[str, Any] = {"endpoint": key[0], "variant": key[1], **{k: int(v) for k, v in copies[key].items()}}
+        counts = {outcome: int(copies[key].get(outcome, 0)) for outcome in ("ok", "error", "dropped")}
+        row: dict[str, Any] = {"endpoint": key[0], "variant": key[1], **counts}
         for side, name in LATENCY.items():
             for q in (0.5, 0.95):
                 value = quantile(hist[(name, *key)], q)
