@@ -62,15 +62,20 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 stack.stop()
             p, e = statistics.median(plain), statistics.median(explained)
-            rows.append({"number_of_samples": samples, "plain_ms": round(p * 1000, 2), "explained_ms": round(e * 1000, 2),
-                         "explanation_ms_per_record": round((e - p) * 1000, 2), "explained_over_plain": round(e / p, 2),
-                         "runs_s": {"plain": plain, "explained": explained}})  # fmt: skip
+            rows.append({
+                "number_of_samples": samples,
+                "plain_ms": round(p * 1000, 2),
+                "explained_ms": round(e * 1000, 2),
+                "explanation_ms_per_record": round((e - p) * 1000, 2),
+                "explained_over_plain": round(e / p, 2),
+                "runs_s": {"plain": plain, "explained": explained},
+            })  # fmt: skip
     report = {
         "model": "credit_risk (20 readable features, one baseline row)",
         "record": args.record,
         "runs": args.runs,
-        "settings": "SageMaker's defaults on both sides (one gunicorn worker, one runtime instance, OMP_NUM_THREADS=1); "
-        "the client waits for each answer",
+        "settings": "SageMaker's defaults on both sides (one gunicorn worker, one runtime instance, "
+        "OMP_NUM_THREADS=1); the client waits for each answer",
         "results": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
