@@ -159,3 +159,22 @@ def test_the_settings_file_hands_over_exactly_the_validated_settings(tmp_path):
     assert settings.as_env()["auth_token"] == "(set)" and "t0k" not in json.dumps(settings.as_env())
     with pytest.raises(SettingsError, match="SAGESTACK_MME_ALLOWED_PREFIXES must list absolute paths"):
         Settings.from_env({"SAGESTACK_MME_ALLOWED_PREFIXES": "relative/dir"})
+
+
+def test_the_endpoint_configs_async_inference_config_sets_the_async_settings_and_the_variables_win(tmp_path):
+    config = {
+        "EndpointConfigName": "hpt-async",
+        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "half_plus_three"}],
+        "AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": "s3://out/results", "S3FailurePath": "s3://out/f"},
+                                 "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 7}},
+    }  # fmt: skip
+    path = tmp_path / "endpoint.json"
+    path.write_text(json.dumps(config))
+    s = Settings.from_env({"SAGESTACK_ENDPOINT_CONFIG": str(path)})
+    assert (s.async_output_path, s.async_failure_path, s.async_max_concurrent_invocations) == (
+        "s3://out/results", "s3://out/f", 7)  # fmt: skip
+    s = Settings.from_env({"SAGESTACK_ENDPOINT_CONFIG": str(path), "SAGESTACK_ASYNC_MAX_CONCURRENT_INVOCATIONS": "2"})
+    assert s.async_max_concurrent_invocations == 2
+    path.write_text(json.dumps({**config, "ProductionVariants": [{"VariantName": "x_y"}]}))
+    with pytest.raises(SettingsError, match=r"ProductionVariants\[0\]"):
+        Settings.from_env({"SAGESTACK_ENDPOINT_CONFIG": str(path)})

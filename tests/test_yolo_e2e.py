@@ -86,3 +86,22 @@ def test_thresholds_and_errors(yolo):
     r = post(stack, image_bomb(8000, 6000), ctype="image/png")  # under Pillow's own limit, over ours
     assert r.status_code == 413 and "8000x6000 pixels" in r.json()["error"], r.text
     assert post(stack, PHOTO.read_bytes()).status_code == 200
+
+
+def test_a_shadows_detections_are_matched_to_productions_by_iou_and_class(yolo):
+    """The handler's `agreement`, what the shadow variant is judged by: F1 of IoU >= 0.5 matches of one class."""
+    from server import handlers
+
+    _, stack = yolo
+    code = handlers.load("yolov4-agreement", Path(stack.routes()["models"]["yolov4"]["code_dir"]))
+    found = [{"box": [10, 10, 50, 50], "score": 0.9, "class_id": 1, "class": "bicycle"},
+             {"box": [100, 100, 150, 160], "score": 0.8, "class_id": 2, "class": "car"}]  # fmt: skip
+    shifted = [{"box": [12, 10, 52, 50], "score": 0.7, "class_id": 1, "class": "bicycle"}]  # one kept, one missed
+    other_class = [{**found[0], "class_id": 3}]
+
+    def agree(production: list[dict], shadow: list[dict]) -> float:
+        return code.agreement(json.dumps(production).encode(), json.dumps(shadow).encode(), "application/json")
+
+    assert agree(found, found) == 1.0
+    assert agree(found, shifted) == pytest.approx(2 / 3)
+    assert agree(found[:1], other_class) == 0.0

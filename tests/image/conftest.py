@@ -6,11 +6,12 @@ them, space-separated (default sagestack:latest); each gets the whole module of 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 
 import pytest
-from image_helpers import MODEL_DIR, MODELS, PROBE, Container, probe_model
+from image_helpers import ENDPOINT_CONFIG, MODEL_DIR, MODELS, PROBE, Container, probe_model
 
 from bench.stack import free_port, free_port_range
 from containers.podman import podman, wait_for_ping
@@ -22,16 +23,21 @@ def container(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     if missing:
         pytest.fail(f"build/model lacks {missing}: run `make models` first")
     probe = probe_model(tmp_path_factory.mktemp("probe"))
+    endpoint = tmp_path_factory.mktemp("endpoint") / "endpoint.json"
+    endpoint.write_text(json.dumps(ENDPOINT_CONFIG))
+    endpoint.chmod(0o644)
     port = free_port()
     name = f"sagestack-image-test-{os.getpid()}-{port}"
     mounts = [f"--volume={MODEL_DIR / m}:/opt/ml/model/{m}:ro" for m in MODELS]
     mounts.append(f"--volume={probe}:/opt/ml/model/{PROBE}:ro")
+    mounts.append(f"--volume={endpoint}:/opt/ml/endpoint.json:ro")
     podman(
         "run", "-d", "--name", name, "--network", "host", *mounts,
         "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", "SAGESTACK_BIND_ADDRESS=127.0.0.1",
         "-e", f"SAGEMAKER_SAFE_PORT_RANGE={free_port_range(40)}",
         "-e", "SAGEMAKER_TFS_DEFAULT_MODEL_NAME=half_plus_three",
         "-e", "SAGESTACK_ASYNC_OUTPUT_PATH=file:///tmp/async/out", "-e", "SAGESTACK_ASYNC_INPUT_PREFIXES=/tmp/async/in",
+        "-e", "SAGESTACK_ENDPOINT_CONFIG=/opt/ml/endpoint.json",
         request.param, "serve",
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -15,6 +15,14 @@ from bench.stack import ROOT
 MODEL_DIR = ROOT / "build" / "model"
 MODELS = ("half_plus_three", "credit_risk", "anomaly", "yolov4", "yolov4_compiled", "music_transformer")
 PROBE = "hpt_requirements"  # a model whose code/requirements.txt installs a package
+# The container's SAGESTACK_ENDPOINT_CONFIG: half_plus_three (the default) shadowed by itself, everything captured.
+ENDPOINT_CONFIG = {
+    "EndpointConfigName": "image",
+    "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "half_plus_three"}],
+    "ShadowProductionVariants": [{"VariantName": "shadow", "ModelName": "half_plus_three", "InitialVariantWeight": 1}],
+    "DataCaptureConfig": {"InitialSamplingPercentage": 100, "DestinationS3Uri": "file:///tmp/capture",
+                          "CaptureOptions": [{"CaptureMode": "InputAndOutput"}]},
+}  # fmt: skip
 
 
 @dataclass

@@ -148,6 +148,21 @@ def test_music_streams_notes_through_the_image(container):
     assert len(lines) > 1 and all("note" in line for line in lines[:-1]) and "midi" in lines[-1]
 
 
+def test_the_endpoint_config_names_the_variant_shadows_and_captures_in_the_image(container):
+    headers = {"Content-Type": "application/json", "X-Amzn-SageMaker-Inference-Id": "image-1"}
+    r = requests.post(container.url + "/invocations", data=b'{"instances": [7.0]}', headers=headers, timeout=30)
+    assert r.json() == {"predictions": [6.5]} and r.headers["x-Amzn-Invoked-Production-Variant"] == "AllTraffic"
+    deadline = time.monotonic() + 30
+    while True:
+        read = podman("exec", container.name, "sagestack", "capture", "read", "/tmp/capture", check=False)
+        metrics = requests.get(container.url + "/metrics", timeout=10).text
+        shadowed = 'outcome="ok"' in metrics and "sagestack_shadow_invocations_total{" in metrics
+        if read.returncode == 0 and '{"instances":[7.0]}' in read.stdout and shadowed:
+            return
+        assert time.monotonic() < deadline, (read.stderr[-500:], shadowed)
+        time.sleep(0.5)
+
+
 def test_user_and_sigterm_drains_to_exit_0(container):
     user = podman("exec", container.name, "id", "-un").stdout.strip()
     assert user == container.user
