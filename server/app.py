@@ -135,13 +135,10 @@ class Invocations:
         timings: RequestTimings = req.context.timings
         reply: Reply = b""
         accept = req.get_header(self.ACCEPT)
-        began = time.perf_counter()
         try:
-            reply, content_type = self.traffic.invoke(target, body, req.content_type, accept, timings,
-                                                      req.get_header(ENABLE_EXPLANATIONS))  # fmt: skip
-            if isinstance(reply, bytes) and isinstance(body, bytes):
-                self.traffic.observe(target, req.get_header(INFERENCE_ID), body, req.content_type, accept, reply,
-                                     content_type, time.perf_counter() - began)  # fmt: skip
+            reply, content_type = self.traffic.answer(target, body, req.content_type, accept, timings,
+                                                      req.get_header(ENABLE_EXPLANATIONS),
+                                                      req.get_header(INFERENCE_ID))  # fmt: skip
             if not isinstance(reply, bytes):
                 reply = started(reply, closing=None if isinstance(body, bytes) else body)
         finally:

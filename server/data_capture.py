@@ -85,18 +85,24 @@ def object_key(endpoint: str, variant: str, at: float) -> str:
 
 
 class CaptureWriter:
-    def __init__(self, capture: Capture, buffer_records: int) -> None:
+    def __init__(self, capture: Capture, buffer_records: int, buffer_bytes: int) -> None:
         self.capture = capture
         self.destination = Location.parse(capture.destination)
         self.events: queue.Queue[Event] = queue.Queue(maxsize=buffer_records)
+        self.buffer_bytes = buffer_bytes  # payload bytes held at most: large images fill it before the count does
+        self.held = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def offer(self, event: Event) -> None:
         """Buffer the event, or drop it (counted) when the buffer is full. Never blocks."""
         self._start()
+        size = len(event.input or b"") + len(event.output or b"")
         try:
+            if self.held + size > self.buffer_bytes:
+                raise queue.Full
             self.events.put_nowait(event)
+            self.held += size
         except queue.Full:
             metrics.observe_capture(event.endpoint, event.variant, "dropped")
 
@@ -113,7 +119,10 @@ class CaptureWriter:
     def _run(self) -> None:
         while True:
             time.sleep(FLUSH_SECONDS)
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the writer outlives any one bad batch
+                log.exception("data capture: a flush failed")
 
     def flush(self) -> None:
         """Write what is buffered: one file per endpoint, variant and hour, BATCH_RECORDS at most each."""
@@ -124,6 +133,7 @@ class CaptureWriter:
                 event = self.events.get_nowait()
             except queue.Empty:
                 break
+            self.held -= len(event.input or b"") + len(event.output or b"")
             hour = datetime.fromtimestamp(event.at, UTC).strftime("%Y%m%d%H")
             key = (event.endpoint, event.variant, hour)
             firsts.setdefault(key, event.at)

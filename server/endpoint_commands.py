@@ -108,9 +108,10 @@ def cmd_shadow_report(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from server import shadow_report
+    from server.cli import settings_or_exit
 
     try:
-        rows = shadow_report.summarize(shadow_report.scrape(args.url))
+        rows = shadow_report.summarize(shadow_report.scrape(args.url, settings_or_exit().auth_token))
     except OSError as exc:
         raise SystemExit(f"sagestack shadow report: no stack answers at {args.url} ({exc})") from None
     if not rows:

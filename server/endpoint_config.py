@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -63,9 +64,7 @@ class Explainer:
     feature_headers: tuple[str, ...] | None
     feature_types: tuple[str, ...] | None
     probability_index: int | None
-    label_index: int | None
     probability_attribute: str | None
-    label_attribute: str | None
     features_attribute: str | None
     max_record_count: int | None
 
@@ -102,7 +101,7 @@ def read(path: Path) -> dict[str, Any]:
 
 def for_botocore(raw: dict[str, Any]) -> dict[str, Any]:
     """The request without sagestack's additions, as SageMaker takes it."""
-    out = dict(raw)
+    out = json.loads(json.dumps(raw))  # a deep copy: callers fill in what SageMaker needs
     if "ShadowProductionVariants" in out and isinstance(out["ShadowProductionVariants"], list):
         out["ShadowProductionVariants"] = [
             {k: v for k, v in variant.items() if k != SAMPLING} if isinstance(variant, dict) else variant
@@ -123,9 +122,11 @@ def validate_shape(raw: dict[str, Any]) -> None:
         raise EndpointConfigError(report.generate_report().replace("\n", "; "))
 
 
-def parse(raw: dict[str, Any], models: Iterable[str] | None = None) -> EndpointConfig:
-    """The config, checked. With `models` (the model directory's names), each ModelName must be one of them."""
-    validate_shape(raw)
+def parse(raw: dict[str, Any], models: Iterable[str] | None = None, shape: bool = True) -> EndpointConfig:
+    """The config, checked. With `models` (the model directory's names), each ModelName must be one of them;
+    `shape=False` skips botocore's check (a file the supervisor checked already)."""
+    if shape:
+        validate_shape(raw)
     _name("EndpointConfigName", raw["EndpointConfigName"])
     known = None if models is None else list(models)
     variants = tuple(_variant(f"ProductionVariants[{i}]", v, known) for i, v in enumerate(raw["ProductionVariants"]))
@@ -164,6 +165,26 @@ def load(path: Path, models: Iterable[str] | None = None) -> EndpointConfig:
         raise EndpointConfigError(f"SAGESTACK_ENDPOINT_CONFIG={path}: {exc}") from None
 
 
+CHECKED = "endpoint-config.json"  # in the run directory: the supervisor's checked copy, which the workers read
+
+
+def write_checked(config: EndpointConfig, run_dir: Path) -> None:
+    """The file as the supervisor checked it, with ModelName resolved to the model directory's names."""
+    raw = json.loads(json.dumps(config.raw))
+    for key in ("ProductionVariants", "ShadowProductionVariants"):
+        for variant in raw.get(key) or []:
+            found = config.variant(variant["VariantName"])
+            if found is not None:
+                variant["ModelName"] = found.model
+    (run_dir / CHECKED).write_text(json.dumps(raw))
+
+
+def read_checked(run_dir: Path) -> EndpointConfig | None:
+    """The supervisor's copy (a gateway worker never reads the user's file, which may have changed since)."""
+    path = run_dir / CHECKED
+    return parse(json.loads(path.read_text()), shape=False) if path.is_file() else None
+
+
 def model_for(name: str, models: list[str]) -> str | None:
     """The model directory's model for a ModelName: itself, or with SageMaker's '-' read as '_'."""
     if name in models:
@@ -186,8 +207,8 @@ def _variant(field: str, raw: dict[str, Any], models: list[str] | None) -> Varia
     if model is None:
         raise EndpointConfigError(f"{field}.ModelName: {name!r} is not in the model directory (has: {sorted(models)})")
     weight = float(raw.get("InitialVariantWeight", 1.0))
-    if weight < 0:
-        raise EndpointConfigError(f"{field}.InitialVariantWeight: {weight} must be 0 or more")
+    if not math.isfinite(weight) or weight < 0:
+        raise EndpointConfigError(f"{field}.InitialVariantWeight: {weight} must be a number, 0 or more")
     return Variant(raw["VariantName"], model, weight)
 
 
@@ -243,8 +264,9 @@ def _capture(raw: dict[str, Any] | None) -> Capture | None:
         percentage=percentage,
         destination=raw["DestinationS3Uri"],
         modes=tuple(modes),
-        csv_types=tuple(t.lower() for t in types.get("CsvContentTypes", ["text/csv"])),
-        json_types=tuple(t.lower() for t in types.get("JsonContentTypes", ["application/json"])),
+        # Without CaptureContentTypeHeader, SageMaker captures everything as base64.
+        csv_types=tuple(t.lower() for t in types.get("CsvContentTypes", [])),
+        json_types=tuple(t.lower() for t in types.get("JsonContentTypes", [])),
     )
 
 
@@ -287,9 +309,7 @@ def _explainer(raw: dict[str, Any] | None) -> Explainer | None:
         feature_headers=tuple(headers) if headers else None,
         feature_types=tuple(types) if types else None,
         probability_index=inference.get("ProbabilityIndex"),
-        label_index=inference.get("LabelIndex"),
         probability_attribute=inference.get("ProbabilityAttribute"),
-        label_attribute=inference.get("LabelAttribute"),
         features_attribute=inference.get("FeaturesAttribute"),
         max_record_count=inference.get("MaxRecordCount"),
     )

@@ -15,9 +15,12 @@ sagestack adds `base_values` (per record, the score of the baseline), so base va
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,6 +33,15 @@ from server.request_log import RequestTimings
 
 CSV, JSON_LINES = "text/csv", "application/jsonlines"
 CHUNK_RECORDS = 4096  # synthetic records a call when MaxRecordCount is not set
+MAX_SYNTHETIC = 200_000  # synthetic records one request may need (about 95 records at Clarify's default for 20)
+
+
+@dataclass(frozen=True)
+class Explained:
+    body: bytes  # Clarify's answer
+    content_type: str
+    prediction: bytes  # the model's own answer to the request, and how long it took (what a shadow compares)
+    prediction_seconds: float
 
 
 def _csv(text: str) -> list[list[str]]:
@@ -52,13 +64,16 @@ class Explainer:
         self.baseline = _csv(config.baseline)
 
     def explain(self, gateway: Gateway, target: Target, body: handlers.Body, content_type: str | None,
-                accept: str | None, timings: RequestTimings, expression: str | None) -> tuple[bytes, str]:  # fmt: skip
-        data = handlers.whole(body)
+                accept: str | None, timings: RequestTimings, expression: str | None) -> Explained:  # fmt: skip
         ctype = codecs.media_type(content_type)
         if ctype not in (CSV, JSON_LINES):
             raise ApiError(415, f"explanations take {CSV} or {JSON_LINES} records, not {ctype!r}")
-        records = self._records(data, ctype)
-        answer, answer_type = self._call(gateway, target, data, content_type, accept, timings)
+        records = self._records(handlers.whole(body), ctype)
+        deadline = time.monotonic() + target.timeout  # one deadline for the request and all its synthetic calls
+        began = time.perf_counter()
+        answer, answer_type = self._call(gateway, target, self._encode(records, ctype), content_type, accept, timings,
+                                         deadline)  # fmt: skip
+        seconds = time.perf_counter() - began
         outputs = self._outputs(answer, answer_type, len(records))
         wanted = self._wanted(expression or self.config.enable, outputs)
         explained = [i for i, want in enumerate(wanted) if want]
@@ -68,10 +83,15 @@ class Explainer:
             m = len(records[0])
             rng = np.random.default_rng(self.config.seed)
             samples = kernel_shap.sample_count(m, self.config.samples)
+            needed = len(explained) * (samples + 1) * len(self.baseline)
+            if needed > MAX_SYNTHETIC:
+                raise ApiError(413, f"explaining {len(explained)} records needs {needed:,} synthetic records; at "
+                                    f"most {MAX_SYNTHETIC:,} a request (send fewer records, or lower "
+                                    "NumberOfSamples)")  # fmt: skip
             plans = [kernel_shap.coalitions(m, samples, rng) for _ in explained]
             rows = [self._synthetic(records[i], masks) for i, (masks, _) in zip(explained, plans, strict=True)]
             scores = self._scores(gateway, target, [r for part in rows for r in part], ctype, content_type, accept,
-                                  timings)  # fmt: skip
+                                  timings, deadline)  # fmt: skip
             at = 0
             n_base = len(self.baseline)
             for i, (masks, weights) in zip(explained, plans, strict=True):
@@ -86,7 +106,7 @@ class Explainer:
         explanations = {"kernel_shap": shap} if explained else {}
         predictions = {"content_type": answer_type, "data": answer.decode("utf-8", "replace")}
         out = {"version": "1.0", "predictions": predictions, "explanations": explanations, "base_values": bases}
-        return json.dumps(out).encode(), codecs.JSON
+        return Explained(json.dumps(out).encode(), codecs.JSON, answer, seconds)
 
     # ---- records ------------------------------------------------------------------------------------------------
     def _records(self, data: bytes, ctype: str) -> list[list[Any]]:
@@ -138,19 +158,24 @@ class Explainer:
 
     # ---- the model ----------------------------------------------------------------------------------------------
     def _call(self, gateway: Gateway, target: Target, data: bytes, content_type: str | None, accept: str | None,
-              timings: RequestTimings) -> tuple[bytes, str]:  # fmt: skip
-        reply, answer_type = gateway.invoke(target, data, content_type, accept, timings)
+              timings: RequestTimings, deadline: float) -> tuple[bytes, str]:  # fmt: skip
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ApiError(504, f"explanations: past the {target.timeout:g} s deadline (lower NumberOfSamples)")
+        reply, answer_type = gateway.invoke(dataclasses.replace(target, timeout=left), data, content_type, accept,
+                                            timings)  # fmt: skip
         if not isinstance(reply, bytes):
             reply = b"".join(reply)
         return reply, answer_type
 
     def _scores(self, gateway: Gateway, target: Target, rows: list[list[Any]], ctype: str, content_type: str | None,
-                accept: str | None, timings: RequestTimings) -> np.ndarray:  # fmt: skip
+                accept: str | None, timings: RequestTimings, deadline: float) -> np.ndarray:  # fmt: skip
         chunk = self.config.max_record_count or CHUNK_RECORDS
         scores: list[float] = []
         for at in range(0, len(rows), chunk):
             part = rows[at : at + chunk]
-            answer, answer_type = self._call(gateway, target, self._encode(part, ctype), content_type, accept, timings)
+            answer, answer_type = self._call(gateway, target, self._encode(part, ctype), content_type, accept, timings,
+                                             deadline)  # fmt: skip
             scores += [self._score(o) for o in self._outputs(answer, answer_type, len(part))]
         return np.array(scores, dtype=np.float64)
 
@@ -199,7 +224,10 @@ class Explainer:
             raise bad_request(f"X-Amzn-SageMaker-Enable-Explanations {expression!r} is not JMESPath: {exc}") from None
         out = []
         for output in outputs:
-            value = compiled.search(output)
+            try:
+                value = compiled.search(output)
+            except JMESPathError as exc:
+                raise bad_request(f"EnableExplanations {expression!r} failed on {output!r}: {exc}") from None
             if not isinstance(value, bool):
                 raise bad_request(f"EnableExplanations {expression!r} gave {value!r} on {output!r}, not true or false")
             out.append(value)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from server import handlers, metrics
 from server.errors import ApiError
 from server.gateway import Gateway, Target
+from server.handler_kit import ClientError
 from server.request_log import RequestTimings
 
 log = logging.getLogger("sagestack.shadow")
@@ -89,12 +90,16 @@ class ShadowRunner:
                                                       RequestTimings("shadow", 0.0))  # fmt: skip
             if not isinstance(reply, bytes):
                 reply = b"".join(reply)
-        except ApiError as exc:
-            log.warning("shadow variant %s: %s %s", shadow.variant, exc.status, exc.message)
+        except (ApiError, ClientError) as exc:
+            log.warning("shadow variant %s: %s", shadow.variant, exc)
             metrics.observe_shadow(production.endpoint, shadow.variant, "error")
             return
         seconds = time.perf_counter() - started
-        agreement = self._agreement(production.model)(copy.answer, reply, content_type)
+        try:
+            agreement: float | None = self._agreement(production.model)(copy.answer, reply, content_type)
+        except Exception:  # the shadow answered: a comparison that fails loses only the agreement
+            log.exception("shadow variant %s: agreement() failed", shadow.variant)
+            agreement = None
         metrics.observe_shadow(production.endpoint, shadow.variant, "ok", seconds, copy.seconds, agreement)
 
     def _agreement(self, model: str):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
@@ -23,10 +22,10 @@ AGREEMENT = "sagestack_shadow_agreement"
 COPIES = "sagestack_shadow_invocations"
 
 
-def scrape(url: str) -> str:
+def scrape(url: str, token: str | None) -> str:
     request = urllib.request.Request(f"{url.rstrip('/')}/metrics")
-    if os.environ.get("SAGESTACK_AUTH_TOKEN"):
-        request.add_header("Authorization", f"Bearer {os.environ['SAGESTACK_AUTH_TOKEN']}")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.read().decode()
 

@@ -151,6 +151,7 @@ class Supervisor:
                             self._model_failed(name, self.table.models[name].kind, str(exc))
             if not self.table.models:
                 raise StartupError(f"no model could be served: {self.table.failed}")
+            self._check_variants_served()
         self._write_routes()
         self.control = control.ControlServer(s.control_socket, self.load_model, self.unload_model, self.wait_routes,
                                              self.variant_weights)  # fmt: skip
@@ -354,18 +355,34 @@ class Supervisor:
         finally:
             self.restarting.discard(inst.id)
 
+    def _check_variants_served(self) -> None:
+        """Every model of the endpoint config serves, or start-up fails: /ping must not be 200 while a weighted
+        share of the requests would get 503s. The checked file goes to the run directory for the workers."""
+        config = self.endpoint_config
+        if config is None:
+            return
+        down = sorted({v.model for v in (*config.variants, *filter(None, [config.shadow]))} - set(self.table.models))
+        if down:
+            why = "; ".join(f"{name}: {self.table.failed.get(name, 'not served')}" for name in down)
+            raise StartupError(f"SAGESTACK_ENDPOINT_CONFIG: the variants' models could not start ({why})")
+        endpoint_config.write_checked(config, self.settings.run_dir)
+
     # ---- variants ------------------------------------------------------------------------------
     def variant_weights(self, change: dict | None) -> Reply:
         """The endpoints' variants; with `change` ({"endpoint": name or null, "weights": {variant: w}}), new
         weights first, as UpdateEndpointWeightsAndCapacities sets them (the default endpoint when none is named)."""
         with self.lock:
             if change is not None:
+                if not isinstance(change, dict):
+                    return 400, {"error": 'the body must be {"endpoint": name or null, "weights": {...}}'}
                 name = change.get("endpoint") or self.table.default_model
                 endpoint = self.table.endpoints.get(name or "")
                 if endpoint is None:
                     return 404, {"error": f"no endpoint {name!r} with variants (have: {sorted(self.table.endpoints)})"}
                 try:
-                    wanted = {str(k): float(v) for k, v in dict(change.get("weights") or {}).items()}
+                    if not isinstance(change.get("weights"), dict):
+                        raise ValueError('the body must be {"endpoint": name or null, "weights": {variant: weight}}')
+                    wanted = {str(k): float(v) for k, v in change["weights"].items()}
                     updated = variants.set_weights(endpoint, wanted)
                 except (TypeError, ValueError) as exc:
                     return 400, {"error": str(exc)}

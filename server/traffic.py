@@ -19,7 +19,8 @@ from server.shadow import Copy, ShadowRunner
 
 INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 ENABLE_EXPLANATIONS = "X-Amzn-SageMaker-Enable-Explanations"
-CAPTURE_BUFFER_RECORDS = 10_000  # records a gateway worker holds before it drops (a few MB of small requests)
+CAPTURE_BUFFER_RECORDS = 10_000  # records a gateway worker holds before it drops
+CAPTURE_BUFFER_BYTES = 64 << 20  # and payload bytes (a few hundred photos)
 
 
 class Traffic:
@@ -28,9 +29,13 @@ class Traffic:
         self.gateway = gateway
         self.config: EndpointConfig | None = None
         if settings.endpoint_config is not None:  # checked by the supervisor before the workers start
-            self.config = endpoint_config.load(settings.endpoint_config)
+            self.config = endpoint_config.read_checked(settings.run_dir)
         capture = self.config.capture if self.config else None
-        self.capture = CaptureWriter(capture, CAPTURE_BUFFER_RECORDS) if capture and capture.enabled else None
+        self.capture = (
+            CaptureWriter(capture, CAPTURE_BUFFER_RECORDS, CAPTURE_BUFFER_BYTES)
+            if capture and capture.enabled
+            else None
+        )
         self.shadow = ShadowRunner(gateway, settings.shadow_queue_size, settings.shadow_workers)
         explainer = self.config.explainer if self.config else None
         self.explainer = Explainer(explainer) if explainer else None
@@ -38,19 +43,28 @@ class Traffic:
     def configured(self, target: Target) -> bool:
         return self.config is not None and target.endpoint == self.config.name
 
-    def invoke(self, target: Target, body: handlers.Body, content_type: str | None, accept: str | None,
-               timings: RequestTimings, explanations: str | None) -> tuple[Reply, str]:  # fmt: skip
+    def answer(self, target: Target, body: handlers.Body, content_type: str | None, accept: str | None,
+               timings: RequestTimings, explanations: str | None,
+               inference_id: str | None) -> tuple[Reply, str]:  # fmt: skip
         """The gateway's answer, or with an ExplainerConfig, Clarify's: predictions and their explanations
-        (`explanations`: the X-Amzn-SageMaker-Enable-Explanations header, which overrides the config's)."""
+        (`explanations`: the X-Amzn-SageMaker-Enable-Explanations header, which overrides the config's). A whole
+        answer is then captured and copied to the shadow (which compares the model's own prediction)."""
+        began = time.perf_counter()
         if self.explainer is not None and self.configured(target):
-            return self.explainer.explain(self.gateway, target, body, content_type, accept, timings, explanations)
-        return self.gateway.invoke(target, body, content_type, accept, timings)
+            done = self.explainer.explain(self.gateway, target, body, content_type, accept, timings, explanations)
+            reply, reply_type = done.body, done.content_type
+            prediction, seconds = done.prediction, done.prediction_seconds
+        else:
+            reply, reply_type = self.gateway.invoke(target, body, content_type, accept, timings)
+            prediction, seconds = reply, time.perf_counter() - began
+        if isinstance(reply, bytes) and isinstance(body, bytes) and isinstance(prediction, bytes):
+            if target.shadow is not None and self.gateway.chooser.sampled(target.shadow_percentage):
+                self.shadow.offer(Copy(target, body, content_type, accept, prediction, seconds))
+            self._capture(target, inference_id, body, content_type, reply, reply_type)
+        return reply, reply_type
 
-    def observe(self, target: Target, inference_id: str | None, body: bytes, content_type: str | None,
-                accept: str | None, answer: bytes, answer_type: str, seconds: float) -> None:  # fmt: skip
-        """After production's whole answer: capture it (its sampled share) and copy it to the shadow."""
-        if target.shadow is not None and self.gateway.chooser.sampled(target.shadow_percentage):
-            self.shadow.offer(Copy(target, body, content_type, accept, answer, seconds))
+    def _capture(self, target: Target, inference_id: str | None, body: bytes, content_type: str | None,
+                 answer: bytes, answer_type: str) -> None:  # fmt: skip
         if self.capture is None or not self.configured(target):
             return
         if not self.gateway.chooser.sampled(self.capture.capture.percentage):

@@ -14,6 +14,7 @@ endpoint of one variant, AllTraffic.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -73,8 +74,8 @@ def set_weights(endpoint: EndpointRoute, wanted: dict[str, float]) -> list[Varia
     if unknown:
         raise ValueError(f"endpoint {endpoint.name!r} has no variant {', '.join(map(repr, unknown))} (has: "
                          f"{', '.join(known)})")  # fmt: skip
-    if any(w < 0 for w in wanted.values()):
-        raise ValueError("a variant's weight must be 0 or more")
+    if any(not math.isfinite(w) or w < 0 for w in wanted.values()):
+        raise ValueError("a variant's weight must be a number, 0 or more")
     out = [VariantRoute(v.name, v.model, wanted.get(v.name, v.weight)) for v in endpoint.variants]
     if sum(v.weight for v in out) <= 0:
         raise ValueError("at least one variant must keep a weight above 0")

@@ -187,6 +187,12 @@ def test_explanations_are_clarifys_format_in_the_readable_columns_and_add_up_to_
     labels = [line.split(",")[1] for line in r.json()["predictions"]["data"].splitlines()]
     explained = [rec is not None for rec in r.json()["explanations"].get("kernel_shap", [None] * 3)]
     assert explained == [label == "high risk" for label in labels]
+    with_header = applications.to_csv(index=False).encode()  # a header row of the FeatureHeaders is not a record
+    r = requests.post(f"{explained_stack.url}/invocations", data=with_header, headers=headers, timeout=60)
+    assert r.status_code == 200 and len(r.json()["explanations"]["kernel_shap"]) == 3
+    many = load().drop(columns=["risk"]).head(400).to_csv(index=False, header=False).encode()
+    r = requests.post(f"{explained_stack.url}/invocations", data=many, headers=headers, timeout=60)
+    assert r.status_code == 413 and "synthetic records" in r.json()["error"]
     off = requests.post(f"{explained_stack.url}/invocations", data=body,
                         headers={**headers, "X-Amzn-SageMaker-Enable-Explanations": "`false`"}, timeout=60)  # fmt: skip
     assert off.json()["explanations"] == {}
@@ -198,6 +204,7 @@ def test_explanations_are_clarifys_format_in_the_readable_columns_and_add_up_to_
         ({"Content-Type": "application/json"}, 415, "text/csv"),
         ({"Content-Type": "text/csv", "X-Amzn-SageMaker-Enable-Explanations": "[0"}, 400, "JMESPath"),
         ({"Content-Type": "text/csv", "X-Amzn-SageMaker-Enable-Explanations": "[0]"}, 400, "true or false"),
+        ({"Content-Type": "text/csv", "X-Amzn-SageMaker-Enable-Explanations": "abs(@) > `1`"}, 400, "failed on"),
     ],
 )
 def test_explanation_mistakes_are_named(explained_stack, applications, headers, status, needle):

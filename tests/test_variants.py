@@ -184,6 +184,8 @@ def test_set_weights_moves_the_traffic_without_a_restart(canary):
     assert {invoke(canary).headers["x-Amzn-Invoked-Production-Variant"] for _ in range(40)} == {"challenger"}
     bad = subprocess.run([*cli, "set-weights", "nobody=1"], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "champion, challenger" in bad.stderr
+    nan = subprocess.run([*cli, "set-weights", "challenger=nan"], env=env, capture_output=True, text=True)
+    assert nan.returncode != 0 and "a number" in nan.stderr
     zero = subprocess.run([*cli, "set-weights", "challenger=0"], env=env, capture_output=True, text=True)
     assert zero.returncode != 0 and "above 0" in zero.stderr
     subprocess.run([*cli, "set-weights", "champion=3", "challenger=1"], env=env, check=True, capture_output=True)
@@ -240,7 +242,7 @@ def test_a_slow_or_failing_shadow_leaves_productions_latency_and_status_alone(sh
         took.append(r.elapsed.total_seconds())
         assert r.status_code == 200 and r.json() == {"predictions": [0.5 * x + 3]}
         assert r.headers["x-Amzn-Invoked-Production-Variant"] == "production"
-    assert max(took) < 1.0  # production never waits for the shadow's 2 s
+    assert max(took) < 1.5  # production never waits for the shadow's 2 s
     deadline = time.monotonic() + 30
     while metric(shadowed, "sagestack_shadow_invocations_total", outcome="ok") < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -249,14 +251,14 @@ def test_a_slow_or_failing_shadow_leaves_productions_latency_and_status_alone(sh
     errors = metric(shadowed, "sagestack_shadow_invocations_total", outcome="error")
     assert dropped >= 1  # a queue of 2 behind one slow worker: the burst overflows it, and the drops are counted
     assert ok + dropped + errors <= 8 and ok >= 2
-    assert metric(shadowed, "sagestack_shadow_agreement_count") == ok
     assert metric(shadowed, "sagestack_shadow_latency_seconds_sum") >= 2.0 * ok
     while ok + dropped + errors < 8 and time.monotonic() < deadline:  # the queue drains
         time.sleep(0.5)
         ok, dropped, errors = (metric(shadowed, "sagestack_shadow_invocations_total", outcome=o)
                                for o in ("ok", "dropped", "error"))  # fmt: skip
+    assert metric(shadowed, "sagestack_shadow_agreement_count") == ok  # drained: no copy finishes in between
     r = post(-3.0)  # the shadow fails, production does not
-    assert r.status_code == 200 and r.elapsed.total_seconds() < 1.0
+    assert r.status_code == 200 and r.elapsed.total_seconds() < 1.5
     while metric(shadowed, "sagestack_shadow_invocations_total", outcome="error") <= errors:
         assert time.monotonic() < deadline, "the shadow's failure was never counted"
         time.sleep(0.2)

@@ -21,7 +21,8 @@ ENDPOINT_CONFIG = {
     "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": "half_plus_three"}],
     "ShadowProductionVariants": [{"VariantName": "shadow", "ModelName": "half_plus_three", "InitialVariantWeight": 1}],
     "DataCaptureConfig": {"InitialSamplingPercentage": 100, "DestinationS3Uri": "file:///tmp/capture",
-                          "CaptureOptions": [{"CaptureMode": "InputAndOutput"}]},
+                          "CaptureOptions": [{"CaptureMode": "InputAndOutput"}],
+                          "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}},
 }  # fmt: skip
 
 
