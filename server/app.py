@@ -13,17 +13,16 @@ import hmac
 import importlib.resources
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import IO, Any
 
 import falcon
 
-from server import async_inference, eventstream, handlers, metrics, request_log
+from server import async_inference, eventstream, front, handlers, metrics, request_log, v2_api
 from server.async_queue import AsyncQueue, AsyncRequest
 from server.errors import ApiError
+from server.front import read_body, spool_body
 from server.gateway import Gateway, Reply
 from server.handler_kit import ClientError, json_body
 from server.request_log import RequestTimings
@@ -40,16 +39,6 @@ log = logging.getLogger("sagestack.app")
 
 def _error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
-
-
-def read_body(req: falcon.Request, limit: int) -> bytes:
-    """The whole body, or 413 when it passes SAGEMAKER_MAX_PAYLOAD_IN_MB (also without nginx)."""
-    if req.content_length is not None and req.content_length > limit:
-        raise ApiError(413, f"request body of {req.content_length} bytes exceeds SAGEMAKER_MAX_PAYLOAD_IN_MB")
-    body = req.bounded_stream.read(limit + 1)
-    if len(body) > limit:
-        raise ApiError(413, "request body exceeds SAGEMAKER_MAX_PAYLOAD_IN_MB")
-    return body
 
 
 class Ping:
@@ -78,25 +67,6 @@ class ExecutionParameters:
         }).encode()  # fmt: skip
 
 
-def spool_body(req: falcon.Request, limit: int, in_memory: int, folder: Path) -> IO[bytes]:
-    """An async request's input (up to 1 GB): kept in memory up to `in_memory` bytes, past that in a file."""
-    if req.content_length is not None and req.content_length > limit:
-        raise ApiError(413, f"request body of {req.content_length:,} bytes exceeds {limit:,} bytes")
-    folder.mkdir(parents=True, exist_ok=True)
-    spooled = tempfile.SpooledTemporaryFile(max_size=in_memory, dir=folder)
-    try:
-        total = 0
-        while chunk := req.bounded_stream.read(1 << 20):
-            total += len(chunk)
-            if total > limit:
-                raise ApiError(413, f"request body exceeds {limit:,} bytes")
-            spooled.write(chunk)
-    except BaseException:
-        spooled.close()
-        raise
-    return spooled
-
-
 class Invocations:
     """POST /invocations, /endpoints/{endpoint}/invocations and /models/{name}/invoke.
 
@@ -120,10 +90,7 @@ class Invocations:
             raise ApiError(404, "/models/{name}/invoke needs a multi-model endpoint (SAGEMAKER_MULTI_MODEL=true)")
         model = name or req.get_header(TARGET_MODEL)
         target = self.gateway.target(req.get_header(CUSTOM_ATTRIBUTES), model, req.get_header(TARGET_VARIANT))
-        req.context.model = target.model
-        req.context.variant = (target.endpoint, target.variant)
-        metrics.in_flight(target.model).inc()
-        req.context.in_flight = True
+        front.start_invocation(req, target)
         running = self._async_request(req.get_header(async_inference.ASYNC_ID))
         body: handlers.Body
         if running is None:
@@ -345,7 +312,7 @@ class Metrics:
         resp.content_type = metrics.CONTENT_TYPE
 
 
-OPEN_PATHS = ("/ping", "/openapi.json")  # health checks and the API's description need no token
+OPEN_PATHS = ("/ping", "/v2/health/live", "/v2/health/ready", "/openapi.json")  # health and the API: no token
 
 
 class BearerAuth:
@@ -475,4 +442,5 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     app.add_route("/metrics", Metrics(gateway, queue))
     app.add_route("/execution-parameters", ExecutionParameters(gateway))
     app.add_route("/openapi.json", OpenApi())
+    v2_api.add_routes(app, gateway)
     return app

@@ -55,7 +55,8 @@ def test_probes_drain_and_env(rendered, overlay):
     pod = by_kind(docs, "Deployment")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/ping"
-    assert "tcpSocket" in container["livenessProbe"] and container["livenessProbe"]["failureThreshold"] >= 3
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["livenessProbe"]["failureThreshold"] >= 3
     assert container["startupProbe"]["httpGet"]["path"] == "/ping"
     assert pod["terminationGracePeriodSeconds"] >= 30
     assert container["resources"]["requests"] and container["resources"]["limits"]
