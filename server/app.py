@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import falcon
 
-from server import async_inference, eventstream, front, handlers, metrics, request_log, v2_api
+from server import async_inference, eventstream, front, handlers, metrics, request_log, v1_api, v2_api
 from server.async_queue import AsyncQueue, AsyncRequest
 from server.errors import ApiError
 from server.front import read_body, spool_body
@@ -442,5 +442,6 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     app.add_route("/metrics", Metrics(gateway, queue))
     app.add_route("/execution-parameters", ExecutionParameters(gateway))
     app.add_route("/openapi.json", OpenApi())
+    v1_api.add_routes(app, gateway)
     v2_api.add_routes(app, gateway)
     return app

@@ -163,7 +163,7 @@ class Gateway:
             else:
                 request = codecs.decode(handlers.whole(body), ctype)
         with timings.phase("runtime"):
-            result, outputs = self._run(target, _request_dict(request))
+            result, outputs = self.run_rest(target, _request_dict(request))
         with timings.phase("output"):
             response = handlers.ModelResponse(result, outputs)
             if code.output_handler is not None:
@@ -178,11 +178,11 @@ class Gateway:
             accept_type = codecs.negotiate(accept)  # fail before running the model
             request = codecs.decode(body, ctype)
         with timings.phase("runtime"):
-            result, _ = self._run(target, request)
+            result, _ = self.run_rest(target, request)
         with timings.phase("output"):
             return codecs.encode(result, accept_type)
 
-    def _run(self, target: Target, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def run_rest(self, target: Target, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """A TF Serving REST-shaped request -> (REST-shaped result, output arrays), over gRPC."""
         method = "classify" if target.method == "predict" and "examples" in request else target.method
         try:

@@ -73,3 +73,24 @@ def test_bytes_tensors_are_length_prefixed_as_triton_sends_them():
     assert request.inputs["s"].tolist() == [b"hi", b"you"]
     out, header = v2_protocol.answer("m", "1", request, {"s": request.inputs["s"]})
     assert header is None and json.loads(out)["outputs"][0]["data"] == ["hi", "you"]
+
+
+# ---- TF Serving's REST API on the front ----------------------------------------------------------------------
+def test_tf_serving_rest_predicts_classifies_and_reports_status_as_tf_serving_does(stack):
+    v1 = f"{stack.url}/v1/models/half_plus_three"
+    r = requests.post(f"{v1}:predict", json={"instances": [1.0, 2.0, 5.0]}, timeout=10)
+    plain = requests.post(f"{stack.url}/invocations", json={"instances": [1.0, 2.0, 5.0]}, timeout=10)
+    assert r.status_code == 200 and r.json() == plain.json() == {"predictions": [3.5, 4.0, 5.5]}
+    assert r.headers["x-Amzn-Invoked-Production-Variant"] == "AllTraffic"
+    older = requests.post(f"{v1}/versions/1:predict", json={"instances": [1.0]}, timeout=10)
+    assert older.json() == {"predictions": [2.5]}
+    body = {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]}
+    assert requests.post(f"{v1}:classify", json=body, timeout=10).json() == {"results": [[["0", 4.0]]]}
+    status = requests.get(v1, timeout=10).json()["model_version_status"]
+    assert [s["version"] for s in status] == ["2", "1"] and {s["state"] for s in status} == {"AVAILABLE"}
+    assert requests.get(f"{v1}/versions/1", timeout=10).json()["model_version_status"][0]["version"] == "1"
+    for url, data, needle in ((f"{v1}:explain", b"{}", "not a TF Serving method"), (f"{v1}:predict", b"[1]", "object"),
+                              (f"{v1}:predict", b"{", "JSON")):  # fmt: skip
+        bad = requests.post(url, data=data, headers={"Content-Type": "application/json"}, timeout=10)
+        assert bad.status_code == 400 and needle in bad.json()["error"], bad.text
+    assert requests.get(f"{stack.url}/v1/models/nope", timeout=10).status_code == 404
