@@ -115,7 +115,7 @@ def test_client_errors_are_json(stack, body, headers, status, needle):
 
 
 def test_unknown_path_is_404_json(stack):
-    for method, path in (("GET", "/nope"), ("POST", "/invocations/extra"), ("GET", "/v1/models/x")):
+    for method, path in (("GET", "/nope"), ("POST", "/invocations/extra"), ("GET", "/v3/models/x")):
         r = requests.request(method, stack.url + path, timeout=5)
         assert r.status_code == 404
         assert "Not Found" in r.json()["error"]
