@@ -29,6 +29,7 @@ from server import codecs, handlers, kernel_shap
 from server.endpoint_config import Explainer as ExplainerConfig
 from server.errors import ApiError, bad_request
 from server.gateway import Gateway, Target
+from server.handler_kit import csv_rows
 from server.request_log import RequestTimings
 
 CSV, JSON_LINES = "text/csv", "application/jsonlines"
@@ -44,13 +45,6 @@ class Explained:
     prediction_seconds: float
 
 
-def _csv(text: str) -> list[list[str]]:
-    try:
-        return [row for row in csv.reader(io.StringIO(text, newline="")) if row]
-    except csv.Error as exc:
-        raise bad_request(f"malformed CSV: {exc}") from None
-
-
 def _number(value: Any) -> Any:
     try:
         return float(value) if isinstance(value, str) else value
@@ -61,7 +55,7 @@ def _number(value: Any) -> Any:
 class Explainer:
     def __init__(self, config: ExplainerConfig) -> None:
         self.config = config
-        self.baseline = _csv(config.baseline)
+        self.baseline = csv_rows(config.baseline)
 
     def explain(self, gateway: Gateway, target: Target, body: handlers.Body, content_type: str | None,
                 accept: str | None, timings: RequestTimings, expression: str | None) -> Explained:  # fmt: skip
@@ -112,7 +106,7 @@ class Explainer:
     def _records(self, data: bytes, ctype: str) -> list[list[Any]]:
         headers = self.config.feature_headers
         if ctype == CSV:
-            rows = _csv(data.decode("utf-8", "replace"))
+            rows = csv_rows(data.decode("utf-8", "replace"))
             if rows and headers and tuple(rows[0]) == headers:
                 rows = rows[1:]
         else:
@@ -182,7 +176,7 @@ class Explainer:
     def _outputs(self, answer: bytes, answer_type: str, expected: int) -> list[Any]:
         media = codecs.media_type(answer_type)
         if media == CSV:
-            outputs: list[Any] = [[_number(v) for v in row] for row in _csv(answer.decode("utf-8", "replace"))]
+            outputs: list[Any] = [[_number(v) for v in row] for row in csv_rows(answer.decode("utf-8", "replace"))]
         elif media == JSON_LINES:
             outputs = [json.loads(line) for line in answer.splitlines() if line.strip()]
         else:

@@ -10,8 +10,9 @@ from typing import IO
 import falcon
 
 from server import metrics
-from server.errors import ApiError
-from server.gateway import Target
+from server.errors import ApiError, bad_request
+from server.gateway import Gateway, Target
+from server.variants import TARGET_VARIANT
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
@@ -48,3 +49,16 @@ def start_invocation(req: falcon.Request, target: Target) -> None:
     req.context.variant = (target.endpoint, target.variant)
     metrics.in_flight(target.model).inc()
     req.context.in_flight = True
+
+
+class ModelResource:
+    """A tensor protocol's route for one model (and version): OIP v2's, TF Serving's REST."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def target(self, req: falcon.Request, model: str, version: str | None, method: str = "predict") -> Target:
+        if version is not None and not version.isdigit():
+            raise bad_request(f"model version {version!r} must be a number")
+        attributes = f"tfs-method={method}" + (f",tfs-model-version={version}" if version else "")
+        return self.gateway.target(attributes, model, req.get_header(TARGET_VARIANT))

@@ -12,23 +12,12 @@ import falcon
 
 from server import front
 from server.errors import bad_request
-from server.gateway import METHODS, Gateway, Target
+from server.gateway import METHODS, Gateway
 from server.handler_kit import json_body
-from server.variants import INVOKED_VARIANT, TARGET_VARIANT
+from server.variants import INVOKED_VARIANT
 
 
-class _Model:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    def target(self, req: falcon.Request, model: str, version: str | None, method: str = "predict") -> Target:
-        if version is not None and not version.isdigit():
-            raise bad_request(f"model version {version!r} must be a number")
-        attributes = f"tfs-method={method}" + (f",tfs-model-version={version}" if version else "")
-        return self.gateway.target(attributes, model, req.get_header(TARGET_VARIANT))
-
-
-class Status(_Model):
+class Status(front.ModelResource):
     """GET /v1/models/{m}[/versions/{v}]: TF Serving's GetModelStatus."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
@@ -41,7 +30,7 @@ class Status(_Model):
         ]}  # fmt: skip
 
 
-class Method(_Model):
+class Method(front.ModelResource):
     """POST /v1/models/{m}[/versions/{v}]:{predict|classify|regress}."""
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, model: str, verb: str,

@@ -13,26 +13,11 @@ import falcon
 
 from server import front, v2_protocol
 from server.errors import bad_request
-from server.gateway import Gateway, Target
+from server.gateway import Gateway
 from server.v2_protocol import HEADER_LENGTH, V2Error
-from server.variants import INVOKED_VARIANT, TARGET_VARIANT
+from server.variants import INVOKED_VARIANT
 
 EXTENSIONS = ["binary_tensor_data"]
-
-
-def _version(version: str | None) -> str | None:
-    if version is not None and not version.isdigit():
-        raise bad_request(f"model version {version!r} must be a number")
-    return version
-
-
-class _Model:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    def target(self, req: falcon.Request, model: str, version: str | None) -> Target:
-        attributes = f"tfs-model-version={_version(version)}" if version else None
-        return self.gateway.target(attributes, model, req.get_header(TARGET_VARIANT))
 
 
 class Live:
@@ -61,7 +46,7 @@ class Server:
         resp.media = {"name": "sagestack", "version": ours, "extensions": EXTENSIONS}
 
 
-class Metadata(_Model):
+class Metadata(front.ModelResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
         target = self.target(req, model, version)
         route = self.gateway.table().models[target.model]
@@ -75,7 +60,7 @@ class Metadata(_Model):
         }
 
 
-class ModelReady(_Model):
+class ModelReady(front.ModelResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
         target = self.target(req, model, version)
         ready = self.gateway.table().models[target.model].ready
@@ -83,7 +68,7 @@ class ModelReady(_Model):
         resp.media = {"name": target.model, "ready": ready}
 
 
-class Infer(_Model):
+class Infer(front.ModelResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
         target = self.target(req, model, version)
         front.start_invocation(req, target)
