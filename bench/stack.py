@@ -59,6 +59,7 @@ class Stack:
     url: str
     proc: subprocess.Popen
     run_dir: Path
+    grpc: str | None = None  # host:port of OIP v2 over gRPC, when started with grpc=True
 
     def routes(self) -> dict:
         return json.loads((self.run_dir / "routes.json").read_text())
@@ -74,16 +75,21 @@ class Stack:
         return self.proc.wait(timeout)
 
 
-def start_stack(model_dir: Path | None, run_dir: Path, cpus: str | None = None, **env: str) -> Stack:
-    """`sagestack serve` with these settings; returns once /ping answers 200."""
-    port = free_port()
+def start_stack(model_dir: Path | None, run_dir: Path, cpus: str | None = None, grpc: bool = False,
+                **env: str) -> Stack:  # fmt: skip
+    """`sagestack serve` with these settings (and OIP v2 over gRPC on a port of its own); returns once /ping
+    answers 200."""
+    port, safe = free_port(), free_port_range()
+    lo, hi = (int(p) for p in safe.split("-"))
+    grpc_port = next(p for p in iter(free_port, None) if p != port and not lo <= p <= hi) if grpc else None
     full_env = {
         **os.environ,
         "SAGESTACK_RUN_DIR": str(run_dir),
         "SAGESTACK_BIND_ADDRESS": "127.0.0.1",
         "SAGEMAKER_BIND_TO_PORT": str(port),
-        "SAGEMAKER_SAFE_PORT_RANGE": free_port_range(),
+        "SAGEMAKER_SAFE_PORT_RANGE": safe,
         "SAGESTACK_NGINX_WORKERS": "1",
+        **({"SAGESTACK_GRPC_PORT": str(grpc_port)} if grpc_port else {}),
         **env,
     }
     if model_dir is not None:
@@ -92,7 +98,7 @@ def start_stack(model_dir: Path | None, run_dir: Path, cpus: str | None = None, 
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "stdout.log", "ab") as stdout:  # the JSON access log, kept off the terminal
         proc = subprocess.Popen(argv, env=full_env, cwd=ROOT, stdout=stdout)
-    stack = Stack(f"http://127.0.0.1:{port}", proc, run_dir)
+    stack = Stack(f"http://127.0.0.1:{port}", proc, run_dir, f"127.0.0.1:{grpc_port}" if grpc_port else None)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -13,7 +13,6 @@ import hmac
 import importlib.resources
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -90,7 +89,7 @@ class Invocations:
             raise ApiError(404, "/models/{name}/invoke needs a multi-model endpoint (SAGEMAKER_MULTI_MODEL=true)")
         model = name or req.get_header(TARGET_MODEL)
         target = self.gateway.target(req.get_header(CUSTOM_ATTRIBUTES), model, req.get_header(TARGET_VARIANT))
-        front.start_invocation(req, target)
+        front.start_invocation(req.context, target)
         running = self._async_request(req.get_header(async_inference.ASYNC_ID))
         body: handlers.Body
         if running is None:
@@ -338,12 +337,8 @@ class RequestMetrics:
         self.access_log = access_log
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.started = time.perf_counter()
-        req.context.model = ""
-        req.context.variant = None  # (endpoint, variant) of an invocation
-        req.context.in_flight = False
-        rid = request_log.request_id(req.get_header(request_log.REQUEST_ID))
-        req.context.timings = RequestTimings(rid, request_log.queue_seconds(req.get_header(request_log.REQUEST_START)))
+        header = req.get_header
+        rid = front.begin(req.context, header(request_log.REQUEST_ID), header(request_log.REQUEST_START))
         resp.set_header(request_log.REQUEST_ID, rid)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
@@ -355,21 +350,8 @@ class RequestMetrics:
             self._finish(req, resp)
 
     def _finish(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.context.in_flight:
-            metrics.in_flight(req.context.model).dec()
-        route = req.uri_template or "unmatched"
-        if route == "/metrics":
-            return
         code = int(str(resp.status).split()[0]) if not isinstance(resp.status, int) else resp.status
-        took = time.perf_counter() - req.context.started
-        metrics.observe(req.context.model or "-", route, code, took)
-        if req.context.variant is not None:
-            metrics.observe_variant(*req.context.variant, code, took)
-        if req.context.in_flight:  # an invocation: where its time went, under its id
-            timings: RequestTimings = req.context.timings
-            metrics.observe_phases(req.context.model, timings.phases)
-            if self.access_log:
-                request_log.write(timings.log_line(req.context.model, route, code, took))
+        front.finish(req.context, req.uri_template or "unmatched", code, self.access_log)
 
 
 def _api_error(req: falcon.Request, resp: falcon.Response, exc: ApiError, params: dict[str, Any]) -> None:
@@ -404,11 +386,12 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, para
 
 
 class GatewayApp(falcon.App):
-    """falcon.App carrying the settings it was made with, for the worker that serves it."""
+    """falcon.App carrying the settings and gateway it was made with, for the worker that serves it."""
 
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, gateway: Gateway, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.gateway = gateway  # OIP v2's gRPC service (server.v2_grpc) serves over the same one
 
 
 def create_app(settings: Settings | str | None = None) -> GatewayApp:
@@ -421,7 +404,7 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     middleware: list[Any] = [RequestMetrics(settings.access_log)]
     if settings.auth_token:
         middleware.append(BearerAuth(settings.auth_token))
-    app = GatewayApp(settings, middleware=middleware)
+    app = GatewayApp(settings, gateway, middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+GRPC_GRACE_SECONDS = 5.0
+
 
 def json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn's own replies to requests it cannot parse (a control character in a header, say), in JSON
@@ -75,6 +77,22 @@ def post_fork(server, worker) -> None:
         from grpc.experimental import gevent as grpc_gevent
 
         grpc_gevent.init_gevent()
+
+
+def post_worker_init(worker) -> None:
+    """With SAGESTACK_GRPC_PORT set, this worker serves OIP v2 over gRPC too, over its app's gateway."""
+    app = worker.wsgi
+    if getattr(app, "settings", None) is not None and app.settings.grpc_port:
+        from server import v2_grpc
+
+        worker.grpc_server = v2_grpc.serve(app.gateway)
+
+
+def worker_exit(server, worker) -> None:
+    """The worker's gRPC calls in flight get the drain's last seconds; new ones go to the other workers."""
+    grpc_server = getattr(worker, "grpc_server", None)
+    if grpc_server is not None:
+        grpc_server.stop(GRPC_GRACE_SECONDS).wait()
 
 
 def child_exit(server, worker) -> None:

@@ -39,6 +39,7 @@ class Settings:
     bind_port: int
     bind_address: str
     safe_port_range: tuple[int, int]
+    grpc_port: int  # SAGESTACK_GRPC_PORT: OIP v2 over gRPC (server.v2_grpc) on the gateway workers; 0 is off
     instance_count: int
     inter_op_parallelism: int
     intra_op_parallelism: int
@@ -179,10 +180,13 @@ class Settings:
         gunicorn_timeout = e.integer("SAGEMAKER_GUNICORN_TIMEOUT_SECONDS", 30, lo=1)
         endpoint_config = e.optional_path("SAGESTACK_ENDPOINT_CONFIG")
         async_config = _endpoint_async(endpoint_config)
+        bind_port = e.integer("SAGEMAKER_BIND_TO_PORT", 8080, lo=1, hi=65535)
+        safe_port_range = e.port_range("SAGEMAKER_SAFE_PORT_RANGE")
         return cls(
-            bind_port=e.integer("SAGEMAKER_BIND_TO_PORT", 8080, lo=1, hi=65535),
+            bind_port=bind_port,
             bind_address=e.text("SAGESTACK_BIND_ADDRESS", "0.0.0.0"),
-            safe_port_range=e.port_range("SAGEMAKER_SAFE_PORT_RANGE"),
+            safe_port_range=safe_port_range,
+            grpc_port=_grpc_port(e.integer("SAGESTACK_GRPC_PORT", 0, lo=0, hi=65535), bind_port, safe_port_range),
             instance_count=e.integer("SAGEMAKER_TFS_INSTANCE_COUNT", 1, lo=1, hi=64),
             inter_op_parallelism=e.integer("SAGEMAKER_TFS_INTER_OP_PARALLELISM", 0, lo=0),
             intra_op_parallelism=e.integer("SAGEMAKER_TFS_INTRA_OP_PARALLELISM", 0, lo=0),
@@ -235,6 +239,16 @@ class Settings:
             shadow_workers=e.integer("SAGESTACK_SHADOW_WORKERS", 2, lo=1, hi=256),
             restart_wait_seconds=e.number("SAGESTACK_RESTART_WAIT_SECONDS", float(gunicorn_timeout), lo=0.0, hi=3600.0),
         )
+
+
+def _grpc_port(port: int, bind_port: int, safe: tuple[int, int]) -> int:
+    """The gRPC port must not be the HTTP port or one the runtimes take from SAGEMAKER_SAFE_PORT_RANGE."""
+    if port and port == bind_port:
+        raise SettingsError(f"SAGESTACK_GRPC_PORT={port} is SAGEMAKER_BIND_TO_PORT as well; give gRPC its own port")
+    if port and safe[0] <= port <= safe[1]:
+        raise SettingsError(f"SAGESTACK_GRPC_PORT={port} is inside SAGEMAKER_SAFE_PORT_RANGE={safe[0]}-{safe[1]}, "
+                            "which the runtimes use")  # fmt: skip
+    return port
 
 
 def _endpoint_async(path: Path | None) -> dict[str, Any]:

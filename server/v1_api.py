@@ -38,7 +38,7 @@ class Method(front.ModelResource):
         if verb not in METHODS:
             raise bad_request(f"':{verb}' is not a TF Serving method (one of {', '.join(METHODS)})")
         target = self.target(req, model, version, verb)
-        front.start_invocation(req, target)
+        front.start_invocation(req.context, target)
         request = json_body(front.read_body(req, self.gateway.settings.max_payload_bytes))
         if not isinstance(request, dict):
             raise bad_request('the body must be a JSON object: {"instances": [...]}, {"inputs": ...} or {"examples"}')

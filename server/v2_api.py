@@ -9,11 +9,14 @@ are `{"error": "..."}`. The tensors' encoding is server.v2_protocol's.
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 
 from server import front, v2_protocol
 from server.errors import bad_request
-from server.gateway import Gateway
+from server.gateway import Gateway, Target
+from server.request_log import RequestTimings
 from server.v2_protocol import HEADER_LENGTH, V2Error
 from server.variants import INVOKED_VARIANT
 
@@ -37,27 +40,35 @@ class Ready:
 
 class Server:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        from importlib.metadata import PackageNotFoundError, version
+        resp.media = server_metadata()
 
-        try:
-            ours = version("sagestack")
-        except PackageNotFoundError:
-            ours = "0"
-        resp.media = {"name": "sagestack", "version": ours, "extensions": EXTENSIONS}
+
+def metadata(gateway: Gateway, target: Target) -> dict[str, Any]:
+    """A model's v2 metadata, from its runtime's signature (REST's and gRPC's alike)."""
+    route = gateway.table().models[target.model]
+    sig = gateway.signature(target, None)
+    return {
+        "name": target.model,
+        "versions": [str(v) for v in route.versions],
+        "platform": route.kind,
+        "inputs": [v2_protocol.tensor_metadata(spec) for spec in sig.inputs.values()],
+        "outputs": [v2_protocol.tensor_metadata(spec) for spec in sig.outputs.values()],
+    }
+
+
+def server_metadata() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("sagestack")
+    except PackageNotFoundError:
+        ours = "0"
+    return {"name": "sagestack", "version": ours, "extensions": EXTENSIONS}
 
 
 class Metadata(front.ModelResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
-        target = self.target(req, model, version)
-        route = self.gateway.table().models[target.model]
-        sig = self.gateway.signature(target, None)
-        resp.media = {
-            "name": target.model,
-            "versions": [str(v) for v in route.versions],
-            "platform": route.kind,
-            "inputs": [v2_protocol.tensor_metadata(spec) for spec in sig.inputs.values()],
-            "outputs": [v2_protocol.tensor_metadata(spec) for spec in sig.outputs.values()],
-        }
+        resp.media = metadata(self.gateway, self.target(req, model, version))
 
 
 class ModelReady(front.ModelResource):
@@ -68,26 +79,34 @@ class ModelReady(front.ModelResource):
         resp.media = {"name": target.model, "ready": ready}
 
 
+def infer(gateway: Gateway, target: Target, request: v2_protocol.InferRequest, timings: RequestTimings
+          ) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """Checks the inputs against the model's signature and runs it: the answering version and its outputs (REST's
+    and gRPC's infer alike)."""
+    with timings.phase("input"):
+        sig = gateway.signature(target, None)
+        unknown = sorted(set(request.inputs) - set(sig.inputs))
+        if unknown:
+            raise V2Error(f"model '{target.model}' has no input {', '.join(map(repr, unknown))} (inputs: "
+                          f"{', '.join(sorted(sig.inputs))})")  # fmt: skip
+    with timings.phase("runtime"):
+        outputs = gateway.predict_arrays(target, request.inputs, sig.name)
+    version = str(target.version or max(gateway.table().models[target.model].versions))
+    return version, outputs
+
+
 class Infer(front.ModelResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
         target = self.target(req, model, version)
-        front.start_invocation(req, target)
+        front.start_invocation(req.context, target)
         body = front.read_body(req, self.gateway.settings.max_payload_bytes)
         timings = req.context.timings
         try:
             with timings.phase("input"):
                 request = v2_protocol.parse(body, req.get_header(HEADER_LENGTH))
-                sig = self.gateway.signature(target, None)
-                unknown = sorted(set(request.inputs) - set(sig.inputs))
-                if unknown:
-                    raise V2Error(f"model '{target.model}' has no input {', '.join(map(repr, unknown))} (inputs: "
-                                  f"{', '.join(sorted(sig.inputs))})")  # fmt: skip
-            with timings.phase("runtime"):
-                outputs = self.gateway.predict_arrays(target, request.inputs, sig.name)
+            answered, outputs = infer(self.gateway, target, request, timings)
             with timings.phase("output"):
-                route = self.gateway.table().models[target.model]
-                answer, header = v2_protocol.answer(target.model, str(target.version or max(route.versions)),
-                                                    request, outputs)  # fmt: skip
+                answer, header = v2_protocol.answer(target.model, answered, request, outputs)
         except V2Error as exc:
             raise bad_request(str(exc)) from None
         resp.set_header(INVOKED_VARIANT, target.variant)

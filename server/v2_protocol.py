@@ -110,7 +110,7 @@ def _input(i: int, tensor: Any, rest: memoryview) -> tuple[np.ndarray, int]:
     if size is not None:
         if not isinstance(size, int) or not 0 <= size <= len(rest):
             raise V2Error(f"input '{name}': binary_data_size {size!r} is not within the binary data sent")
-        return _from_bytes(name, bytes(rest[:size]), kind, shape, count), size
+        return from_bytes(name, bytes(rest[:size]), kind, shape, count), size
     if "data" not in tensor:
         raise V2Error(f"input '{name}' has neither data nor parameters.binary_data_size")
     flat = np.asarray(tensor["data"], dtype=object).reshape(-1)
@@ -126,7 +126,7 @@ def _input(i: int, tensor: Any, rest: memoryview) -> tuple[np.ndarray, int]:
         raise V2Error(f"input '{name}': data is not {kind}") from None
 
 
-def _from_bytes(name: str, raw: bytes, kind: str, shape: list[int], count: int) -> np.ndarray:
+def from_bytes(name: str, raw: bytes, kind: str, shape: list[int], count: int) -> np.ndarray:
     if kind == "BYTES":
         items, at = [], 0
         while at < len(raw):
@@ -147,26 +147,30 @@ def _from_bytes(name: str, raw: bytes, kind: str, shape: list[int], count: int) 
     return np.frombuffer(raw, dtype=dtype).astype(DATATYPES[kind]).reshape(shape)
 
 
-def _to_bytes(array: np.ndarray) -> bytes:
+def to_bytes(array: np.ndarray) -> bytes:
     if array.dtype.kind in "OSU":
         parts = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
         return b"".join(struct.pack("<I", len(p)) + p for p in parts)
     return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
 
 
-def answer(model: str, version: str, request: InferRequest, outputs: dict[str, np.ndarray]) -> tuple[bytes, int | None]:
-    """The infer answer and, when it carries binary tensors, the length of its JSON header."""
+def selected(model: str, request: InferRequest, outputs: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """The outputs the request asks for (all, by name, when it names none), or a V2Error naming a missing one."""
     names = request.outputs or sorted(outputs)
     unknown = [n for n in names if n not in outputs]
     if unknown:
         raise V2Error(f"model '{model}' has no output {', '.join(map(repr, unknown))} (has: "
                       f"{', '.join(sorted(outputs))})")  # fmt: skip
+    return [(name, np.asarray(outputs[name])) for name in names]
+
+
+def answer(model: str, version: str, request: InferRequest, outputs: dict[str, np.ndarray]) -> tuple[bytes, int | None]:
+    """The infer answer and, when it carries binary tensors, the length of its JSON header."""
     tensors, blobs = [], []
-    for name in names:
-        array = np.asarray(outputs[name])
+    for name, array in selected(model, request, outputs):
         tensor: dict[str, Any] = {"name": name, "datatype": datatype(array.dtype), "shape": list(array.shape)}
         if request.binary_all or name in request.binary:
-            blob = _to_bytes(array)
+            blob = to_bytes(array)
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif array.dtype.kind in "OSU":
