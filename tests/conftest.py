@@ -41,10 +41,12 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, hpt_base: Path) -> Path:
 
 @pytest.fixture(scope="session", params=["gevent", "gevent_h1c"])
 def stack(request: pytest.FixtureRequest, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """nginx + gunicorn (2 workers of each gevent class) + 2 runtime instances per model, on loopback."""
+    """nginx + gunicorn (2 workers of each gevent class) + 2 runtime instances per model, on loopback; OIP v2 over
+    gRPC on a port of its own."""
     s = start_stack(
         model_dir,
         tmp_path_factory.mktemp("run"),
+        grpc=True,
         SAGEMAKER_GUNICORN_WORKERS="2",
         SAGEMAKER_GUNICORN_WORKER_CLASS=request.param,
         SAGEMAKER_TFS_INSTANCE_COUNT="2",

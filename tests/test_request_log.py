@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 import time
 
+import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as triton_grpc
+from tritonclient.utils import InferenceServerException
 
 from bench.stack import start_stack
 
@@ -89,7 +92,7 @@ def test_access_log_off(model_dir, tmp_path):
 
 
 def test_bearer_token_guards_everything_but_ping(model_dir, tmp_path):
-    stack = start_stack(model_dir, tmp_path, SAGESTACK_AUTH_TOKEN="s3cret-token")
+    stack = start_stack(model_dir, tmp_path, grpc=True, SAGESTACK_AUTH_TOKEN="s3cret-token")
     try:
         assert requests.get(stack.url + "/ping", timeout=5).status_code == 200
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
@@ -101,6 +104,15 @@ def test_bearer_token_guards_everything_but_ping(model_dir, tmp_path):
         good = {**JSON, "Authorization": "Bearer s3cret-token"}
         assert requests.post(stack.url + "/invocations", data="[1.0]", headers=good).json() == {"predictions": [3.5]}
         assert requests.get(stack.url + "/metrics", headers=good, timeout=5).status_code == 200
+        x = triton_grpc.InferInput("x", [1], "FP32")
+        x.set_data_from_numpy(np.array([1.0], dtype=np.float32))
+        client = triton_grpc.InferenceServerClient(stack.grpc)
+        assert client.is_server_live() and client.is_server_ready()  # gRPC's health stays open, as /ping
+        with pytest.raises(InferenceServerException, match="bearer token") as caught:
+            client.infer("half_plus_three", [x], headers={"authorization": "Bearer wrong"})
+        assert caught.value.status() == "StatusCode.UNAUTHENTICATED"
+        answer = client.infer("half_plus_three", [x], headers={"authorization": "Bearer s3cret-token"})
+        assert answer.as_numpy("y").tolist() == [3.5]
         settings_file = tmp_path / "settings.json"
         assert settings_file.stat().st_mode & 0o077 == 0  # the token is on disk for the workers: owner only
     finally:

@@ -69,6 +69,9 @@ def test_values_are_read():
         ("SAGEMAKER_TFS_NGINX_LOGLEVEL", "loud"),
         ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "lots"),
         ("OMP_NUM_THREADS", "-1"),
+        ("SAGESTACK_GRPC_PORT", "grpc"),
+        ("SAGESTACK_GRPC_PORT", "8080"),  # the HTTP port
+        ("SAGESTACK_GRPC_PORT", "9100"),  # inside the runtimes' SAGEMAKER_SAFE_PORT_RANGE
     ],
 )
 def test_bad_values_name_the_variable(name, value):

@@ -1,16 +1,20 @@
-"""The Open Inference Protocol (KServe v2) over REST on the front, through tritonclient's own HTTP client."""
+"""The Open Inference Protocol (KServe v2) over REST and gRPC, through tritonclient's own HTTP and gRPC clients, and
+TF Serving's REST API on the front."""
 
 from __future__ import annotations
 
 import json
 
+import grpc
 import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from server import v2_protocol
+from server import v2_grpc, v2_protocol
 
 
 @pytest.fixture
@@ -73,6 +77,98 @@ def test_bytes_tensors_are_length_prefixed_as_triton_sends_them():
     assert request.inputs["s"].tolist() == [b"hi", b"you"]
     out, header = v2_protocol.answer("m", "1", request, {"s": request.inputs["s"]})
     assert header is None and json.loads(out)["outputs"][0]["data"] == ["hi", "you"]
+
+
+# ---- OIP v2 over gRPC (SAGESTACK_GRPC_PORT) -----------------------------------------------------------------
+@pytest.fixture
+def grpc_client(stack):
+    c = triton_grpc.InferenceServerClient(stack.grpc)
+    yield c
+    c.close()
+
+
+def test_grpc_health_and_metadata_match_rest(grpc_client, client):
+    assert grpc_client.is_server_live() and grpc_client.is_server_ready()
+    assert grpc_client.is_model_ready("half_plus_three") and grpc_client.is_model_ready("half_plus_three", "1")
+    assert not grpc_client.is_model_ready("nope")
+    assert grpc_client.get_server_metadata(as_json=True)["extensions"] == client.get_server_metadata()["extensions"]
+    meta = grpc_client.get_model_metadata("half_plus_three", as_json=True)
+    rest = client.get_model_metadata("half_plus_three")
+    assert meta["versions"] == rest["versions"] == ["1", "2"] and meta["platform"] == rest["platform"]
+    assert [(t["name"], t["datatype"], t["shape"]) for t in meta["inputs"]] == [("x", "FP32", ["-1"])]
+
+
+def test_grpc_infer_gives_what_invocations_gives_and_is_counted(grpc_client, stack):
+    x = np.array([1.0, 2.0, 5.0], dtype=np.float32)
+    given = triton_grpc.InferInput("x", list(x.shape), "FP32")
+    given.set_data_from_numpy(x)
+    result = grpc_client.infer("half_plus_three", [given], request_id="g-1")
+    plain = requests.post(f"{stack.url}/invocations", json={"instances": x.tolist()}, timeout=10).json()
+    assert result.as_numpy("y").tolist() == plain["predictions"] == [3.5, 4.0, 5.5]
+    assert result.get_response().model_version == "2" and result.get_response().id == "g-1"
+    older = grpc_client.infer("half_plus_three", [given], model_version="1")
+    assert older.as_numpy("y").tolist() == [2.5, 3.0, 4.5]
+    text = requests.get(f"{stack.url}/metrics", timeout=10).text
+    assert 'route="/inference.GRPCInferenceService/ModelInfer"' in text and 'variant="AllTraffic"' in text
+
+
+def test_grpc_typed_contents_and_trailing_metadata(stack):
+    """Typed `contents` (not raw bytes) as some clients send them; the request id and variant come back."""
+    with grpc.insecure_channel(stack.grpc) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = service_pb2.ModelInferRequest(model_name="half_plus_three")
+        request.inputs.add(name="x", datatype="FP32", shape=[2]).contents.fp32_contents.extend([1.0, 3.0])
+        reply, call = stub.ModelInfer.with_call(request, metadata=(("x-amzn-requestid", "given-id"),), timeout=10)
+        assert np.frombuffer(reply.raw_output_contents[0], "<f4").tolist() == [3.5, 4.5]
+        trailing = dict(call.trailing_metadata())
+        assert trailing["x-amzn-requestid"] == "given-id"
+        assert trailing["x-amzn-invoked-production-variant"] == "AllTraffic"
+
+
+def test_grpc_mistakes_get_the_status_rest_gives_them(grpc_client, stack):
+    bad = triton_grpc.InferInput("nope", [1], "FP32")
+    bad.set_data_from_numpy(np.array([1.0], dtype=np.float32))
+    with pytest.raises(InferenceServerException, match="no input 'nope'") as caught:
+        grpc_client.infer("half_plus_three", [bad])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    x = triton_grpc.InferInput("x", [1], "FP32")
+    x.set_data_from_numpy(np.array([1.0], dtype=np.float32))
+    with pytest.raises(InferenceServerException, match="not served here") as caught:
+        grpc_client.infer("nope", [x])
+    assert caught.value.status() == "StatusCode.NOT_FOUND"
+    with pytest.raises(InferenceServerException, match="no version") as caught:
+        grpc_client.infer("half_plus_three", [x], model_version="7")
+    assert caught.value.status() == "StatusCode.NOT_FOUND"
+    with grpc.insecure_channel(stack.grpc) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        cases = [
+            (service_pb2.ModelInferRequest(model_name="half_plus_three"), "needs inputs"),
+            (_request("x", "FP16", [1], fp32=[1.0]), "raw_input_contents"),
+            (_request("x", "FP32", [3], fp32=[1.0]), "1 fp32_contents values for shape [3]"),
+            (_request("x", "BF16", [1], fp32=[1.0]), "BF16"),
+        ]
+        raw = _request("x", "FP32", [2])
+        raw.raw_input_contents.append(b"\0" * 4)
+        cases.append((raw, "4 bytes for shape [2]"))
+        for request, needle in cases:
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ModelInfer(request, timeout=10)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in caught.value.details()
+
+
+def _request(name: str, kind: str, shape: list[int], fp32: list[float] | None = None) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="half_plus_three")
+    tensor = request.inputs.add(name=name, datatype=kind, shape=shape)
+    if fp32:
+        tensor.contents.fp32_contents.extend(fp32)
+    return request
+
+
+def test_grpc_status_codes_follow_the_http_statuses():
+    assert v2_grpc.status_code(413) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert v2_grpc.status_code(503) == grpc.StatusCode.UNAVAILABLE
+    assert v2_grpc.status_code(418) == grpc.StatusCode.INVALID_ARGUMENT
+    assert v2_grpc.status_code(502) == grpc.StatusCode.INTERNAL
 
 
 # ---- TF Serving's REST API on the front ----------------------------------------------------------------------
