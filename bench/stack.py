@@ -45,6 +45,12 @@ def free_port_range(size: int = 20) -> str:
     raise RuntimeError("no free port range")
 
 
+def free_port_outside(port_range: str, *taken: int) -> int:
+    """A free port that is none of `taken` and outside `port_range` (SAGEMAKER_SAFE_PORT_RANGE's LOW-HIGH)."""
+    lo, hi = (int(p) for p in port_range.split("-"))
+    return next(p for p in iter(free_port, None) if p not in taken and not lo <= p <= hi)
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -80,8 +86,7 @@ def start_stack(model_dir: Path | None, run_dir: Path, cpus: str | None = None, 
     """`sagestack serve` with these settings (and OIP v2 over gRPC on a port of its own); returns once /ping
     answers 200."""
     port, safe = free_port(), free_port_range()
-    lo, hi = (int(p) for p in safe.split("-"))
-    grpc_port = next(p for p in iter(free_port, None) if p != port and not lo <= p <= hi) if grpc else None
+    grpc_port = free_port_outside(safe, port) if grpc else None
     full_env = {
         **os.environ,
         "SAGESTACK_RUN_DIR": str(run_dir),

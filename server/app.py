@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import falcon
 
-from server import async_inference, eventstream, front, handlers, metrics, request_log, v1_api, v2_api
+from server import async_inference, eventstream, front, handlers, metrics, request_log, v1_api, v2_api, v2_repository
 from server.async_queue import AsyncQueue, AsyncRequest
 from server.errors import ApiError
 from server.front import read_body, spool_body
@@ -262,8 +262,7 @@ class Models:
         self.gateway = gateway
 
     def _require_mme(self) -> None:
-        if not self.gateway.settings.multi_model:
-            raise ApiError(404, "model management needs a multi-model endpoint (SAGEMAKER_MULTI_MODEL=true)")
+        self.gateway.require_multi_model("model management")
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._require_mme()
@@ -427,4 +426,5 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     app.add_route("/openapi.json", OpenApi())
     v1_api.add_routes(app, gateway)
     v2_api.add_routes(app, gateway)
+    v2_repository.add_routes(app, gateway)
     return app

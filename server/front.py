@@ -82,12 +82,13 @@ def finish(context: Any, route: str, code: int, access_log: bool) -> None:
 
 
 def model_target(gateway: Gateway, model: str, version: str | None, target_variant: str | None,
-                 method: str = "predict") -> Target:  # fmt: skip
-    """A tensor protocol's target: the model (and version) its path or message names, as custom attributes."""
+                 method: str = "predict", load: bool = True) -> Target:  # fmt: skip
+    """A tensor protocol's target: the model (and version) its path or message names, as custom attributes;
+    `load=False` for a request that asks about the model (on a multi-model endpoint, it does not load it)."""
     if version is not None and not version.isdigit():
         raise bad_request(f"model version {version!r} must be a number")
     attributes = f"tfs-method={method}" + (f",tfs-model-version={version}" if version else "")
-    return gateway.target(attributes, model, target_variant)
+    return gateway.target(attributes, model, target_variant, load)
 
 
 class ModelResource:
@@ -96,5 +97,6 @@ class ModelResource:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    def target(self, req: falcon.Request, model: str, version: str | None, method: str = "predict") -> Target:
-        return model_target(self.gateway, model, version, req.get_header(TARGET_VARIANT), method)
+    def target(self, req: falcon.Request, model: str, version: str | None, method: str = "predict",
+               load: bool = True) -> Target:  # fmt: skip
+        return model_target(self.gateway, model, version, req.get_header(TARGET_VARIANT), method, load)

@@ -82,8 +82,11 @@ class Gateway:
     def table(self) -> RouteTable:
         return self.runtimes.table()
 
-    def target(self, raw_attributes: str | None, model: str | None = None, target_variant: str | None = None) -> Target:
-        """What a request runs: its endpoint and variant (server.variants), model, version and method."""
+    def target(self, raw_attributes: str | None, model: str | None = None, target_variant: str | None = None,
+               load: bool = True) -> Target:  # fmt: skip
+        """What a request runs: its endpoint and variant (server.variants), model, version and method. On a
+        multi-model endpoint a named model of the model directory is loaded first, unless `load` is false (a
+        readiness or metadata request)."""
         if raw_attributes and len(raw_attributes) > MAX_CUSTOM_ATTRIBUTES:
             raise bad_request(
                 f"X-Amzn-SageMaker-Custom-Attributes is {len(raw_attributes):,} characters; "
@@ -100,8 +103,8 @@ class Gateway:
         if route is None and name in table.failed:
             raise ApiError(503, f"model '{name}' is unavailable: {table.failed[name]}")
         if route is None:
-            if model is not None and table.multi_model:
-                route = self._load_on_demand(model)
+            if model is not None and table.multi_model and load:
+                route = self.load_from_model_dir(model)
             else:
                 raise not_found(f"model '{name}' is not served here (served: {sorted(table.models)})")
         version = None
@@ -116,8 +119,9 @@ class Gateway:
         return Target(name, version, method, raw_attributes or "", self.timeout, choice.endpoint, choice.variant,
                       choice.shadow, choice.shadow_percentage)  # fmt: skip
 
-    def _load_on_demand(self, name: str):
-        """MME: a target model that sits in the model directory is loaded on first use, as SageMaker does."""
+    def load_from_model_dir(self, name: str):
+        """MME: a model that sits in the model directory, loaded by name (a target model on first use, as
+        SageMaker does, and Triton's repository load)."""
         if not MODEL_NAME.fullmatch(name) or ".." in name:
             raise bad_request(f"target model {name!r} is not a valid model name (letters, digits, '.', '_', '-')")
         base = self.settings.model_dir / name.removesuffix(".tar.gz")
@@ -332,6 +336,10 @@ class Gateway:
             raise ApiError(500, f"model '{target.model}': {name} failed: {type(exc).__name__}: {exc}") from None
 
     # ---- multi-model endpoint ----------------------------------------------------------------
+    def require_multi_model(self, what: str) -> None:
+        if not self.settings.multi_model:
+            raise ApiError(404, f"{what} needs a multi-model endpoint (SAGEMAKER_MULTI_MODEL=true)")
+
     def load_model(self, name: str, url: str) -> dict[str, Any]:
         status, payload = control.request(
             self.settings.control_socket, "POST", "/models", {"model_name": name, "url": url}

@@ -21,7 +21,7 @@ class Status(front.ModelResource):
     """GET /v1/models/{m}[/versions/{v}]: TF Serving's GetModelStatus."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
-        target = self.target(req, model, version)
+        target = self.target(req, model, version, load=False)
         route = self.gateway.table().models[target.model]
         state = "AVAILABLE" if route.ready else "LOADING"
         versions = [target.version] if target.version else sorted(route.versions, reverse=True)

@@ -68,12 +68,12 @@ def server_metadata() -> dict[str, Any]:
 
 class Metadata(front.ModelResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
-        resp.media = metadata(self.gateway, self.target(req, model, version))
+        resp.media = metadata(self.gateway, self.target(req, model, version, load=False))
 
 
 class ModelReady(front.ModelResource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
-        target = self.target(req, model, version)
+        target = self.target(req, model, version, load=False)
         ready = self.gateway.table().models[target.model].ready
         resp.status = 200 if ready else 503
         resp.media = {"name": target.model, "ready": ready}

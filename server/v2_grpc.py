@@ -27,7 +27,7 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from server import front, request_log, v2_api
+from server import front, request_log, v2_api, v2_repository
 from server.errors import ApiError
 from server.gateway import Gateway
 from server.handler_kit import ClientError
@@ -134,9 +134,10 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):
         if not hmac.compare_digest(given, self.expected):
             raise ApiError(401, "missing or wrong bearer token (metadata authorization: Bearer <SAGESTACK_AUTH_TOKEN>)")
 
-    def _target(self, model: str, version: str, metadata: dict[str, Any], context: grpc.ServicerContext):
+    def _target(self, model: str, version: str, metadata: dict[str, Any], context: grpc.ServicerContext,
+                load: bool = True):  # fmt: skip
         variant = metadata.get(TARGET_VARIANT.lower())
-        target = front.model_target(self.gateway, model, version or None, variant)
+        target = front.model_target(self.gateway, model, version or None, variant, load=load)
         remaining = context.time_remaining()  # the client's deadline, when it is sooner than the stack's
         return target if remaining is None else dataclasses.replace(target, timeout=min(target.timeout, remaining))
 
@@ -154,7 +155,7 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelReady(self, request, context):
         def work(call: Any) -> Any:
             try:
-                target = self._target(request.name, request.version, {}, context)
+                target = self._target(request.name, request.version, {}, context, load=False)
             except ApiError as exc:
                 if exc.status != 404:
                     raise
@@ -165,7 +166,7 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def ModelMetadata(self, request, context):
         def work(call: Any) -> Any:
-            doc = v2_api.metadata(self.gateway, self._target(request.name, request.version, {}, context))
+            doc = v2_api.metadata(self.gateway, self._target(request.name, request.version, {}, context, load=False))
             tensors = {
                 side: [service_pb2.ModelMetadataResponse.TensorMetadata(**t) for t in doc[side]]
                 for side in ("inputs", "outputs")
@@ -193,6 +194,40 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):
             return reply
 
         return self._run("ModelInfer", context, work)
+
+    def RepositoryIndex(self, request, context):
+        def work(call: Any) -> Any:
+            _one_repository(request)
+            entries = v2_repository.index(self.gateway, request.ready)
+            return service_pb2.RepositoryIndexResponse(
+                models=[service_pb2.RepositoryIndexResponse.ModelIndex(**e) for e in entries]
+            )
+
+        return self._run("RepositoryIndex", context, work)
+
+    def RepositoryModelLoad(self, request, context):
+        def work(call: Any) -> Any:
+            _one_repository(request)
+            call.model = request.model_name
+            v2_repository.load(self.gateway, request.model_name, dict(request.parameters))
+            return service_pb2.RepositoryModelLoadResponse()
+
+        return self._run("RepositoryModelLoad", context, work)
+
+    def RepositoryModelUnload(self, request, context):
+        def work(call: Any) -> Any:
+            _one_repository(request)
+            call.model = request.model_name
+            v2_repository.unload(self.gateway, request.model_name)
+            return service_pb2.RepositoryModelUnloadResponse()
+
+        return self._run("RepositoryModelUnload", context, work)
+
+
+def _one_repository(request: Any) -> None:
+    """The model directory is the one repository; a request naming another is a mistake (as Triton answers it)."""
+    if request.repository_name:
+        raise V2Error(f"repository_name {request.repository_name!r}: there is one repository, the model directory")
 
 
 def serve(gateway: Gateway) -> grpc.Server:

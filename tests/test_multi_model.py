@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as triton_grpc
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
 
 from bench.stack import start_stack
 
@@ -19,6 +23,7 @@ def mme(model_dir, tmp_path_factory):
     stack = start_stack(
         None,
         tmp_path_factory.mktemp("mme"),
+        grpc=True,
         SAGEMAKER_MULTI_MODEL="true",
         SAGEMAKER_GUNICORN_WORKERS="3",
         SAGESTACK_MODEL_DIR=str(model_dir),
@@ -104,6 +109,47 @@ def test_target_model_header_loads_from_model_dir(mme):
     )
     assert sneaky.status_code == 400 and "not a valid model name" in sneaky.json()["error"]
     assert requests.delete(stack.url + "/models/hpt_handled", timeout=30).status_code == 200
+
+
+def test_tritons_repository_extension_loads_and_unloads_models_of_the_model_directory(mme):
+    """tritonclient's repository calls over REST and gRPC: the index lists the model directory, load and unload
+    map onto the multi-model endpoint, and every worker sees the result."""
+    stack, _ = mme
+    http = triton.InferenceServerClient(stack.url.removeprefix("http://"))
+    rpc = triton_grpc.InferenceServerClient(stack.grpc)
+    unloaded = {"name": "hpt_handler", "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}
+    names = ("half_plus_three", "hpt_handled", "hpt_handler")
+    assert http.get_model_repository_index() == [{**unloaded, "name": n} for n in names]
+    listed = rpc.get_model_repository_index(as_json=False).models
+    assert [(m.name, m.version, m.state, m.reason) for m in listed] == [
+        (n, "", "UNAVAILABLE", "unloaded") for n in names
+    ]
+    http.load_model("hpt_handler")
+    ready = [{"name": "hpt_handler", "version": v, "state": "READY", "reason": ""} for v in ("1", "2")]
+    index = requests.post(stack.url + "/v2/repository/index", json={"ready": True}, timeout=10).json()
+    assert index == ready
+    assert [(m.name, m.version, m.state) for m in rpc.get_model_repository_index(as_json=False).models
+            if m.state == "READY"] == [("hpt_handler", "1", "READY"), ("hpt_handler", "2", "READY")]  # fmt: skip
+    x = triton.InferInput("x", [1], "FP32")
+    x.set_data_from_numpy(np.array([1.0], dtype=np.float32))
+    for _ in range(6):  # over the 3 workers
+        assert http.infer("hpt_handler", [x]).as_numpy("y").tolist() == [3.5]
+    http.load_model("hpt_handler")  # already loaded: left as it is
+    rpc.unload_model("hpt_handler")
+    assert unloaded in http.get_model_repository_index() and not http.is_model_ready("hpt_handler")
+    rpc.load_model("hpt_handler")
+    assert rpc.is_model_ready("hpt_handler")
+    http.unload_model("hpt_handler")
+    with pytest.raises(InferenceServerException, match="not loaded and not found"):
+        http.load_model("zzz")
+    with pytest.raises(InferenceServerException, match="NOT_FOUND.*'zzz' is not loaded"):
+        rpc.unload_model("zzz")
+    with pytest.raises(InferenceServerException, match="load parameters"):
+        http.load_model("hpt_handler", config="{}")
+    bad = requests.post(stack.url + "/v2/repository/index", json={"ready": "yes"}, timeout=10)
+    assert bad.status_code == 400 and "'ready'" in bad.json()["error"]
+    http.close()
+    rpc.close()
 
 
 def test_loads_only_from_the_model_root_or_the_allowed_prefixes(mme, tmp_path):

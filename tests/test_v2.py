@@ -190,3 +190,11 @@ def test_tf_serving_rest_predicts_classifies_and_reports_status_as_tf_serving_do
         bad = requests.post(url, data=data, headers={"Content-Type": "application/json"}, timeout=10)
         assert bad.status_code == 400 and needle in bad.json()["error"], bad.text
     assert requests.get(f"{stack.url}/v1/models/nope", timeout=10).status_code == 404
+
+
+def test_the_repository_index_lists_the_served_models_and_load_needs_a_multi_model_endpoint(client):
+    index = client.get_model_repository_index()
+    assert {"name": "half_plus_three", "version": "2", "state": "READY", "reason": ""} in index
+    assert {e["name"] for e in index} == {"half_plus_three", "hpt_handled", "hpt_handler"}
+    with pytest.raises(InferenceServerException, match="SAGEMAKER_MULTI_MODEL=true"):
+        client.unload_model("half_plus_three")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from image_helpers import ENDPOINT_CONFIG, MODEL_DIR, MODELS, PROBE, Container, probe_model
 
-from bench.stack import free_port, free_port_range
+from bench.stack import free_port, free_port_outside, free_port_range
 from containers.podman import podman, wait_for_ping
 
 
@@ -26,7 +26,8 @@ def container(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     endpoint = tmp_path_factory.mktemp("endpoint") / "endpoint.json"
     endpoint.write_text(json.dumps(ENDPOINT_CONFIG))
     endpoint.chmod(0o644)
-    port = free_port()
+    port, safe = free_port(), free_port_range(40)
+    grpc_port = free_port_outside(safe, port)
     name = f"sagestack-image-test-{os.getpid()}-{port}"
     mounts = [f"--volume={MODEL_DIR / m}:/opt/ml/model/{m}:ro" for m in MODELS]
     mounts.append(f"--volume={probe}:/opt/ml/model/{PROBE}:ro")
@@ -34,7 +35,7 @@ def container(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     podman(
         "run", "-d", "--name", name, "--network", "host", *mounts,
         "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", "SAGESTACK_BIND_ADDRESS=127.0.0.1",
-        "-e", f"SAGEMAKER_SAFE_PORT_RANGE={free_port_range(40)}",
+        "-e", f"SAGEMAKER_SAFE_PORT_RANGE={safe}", "-e", f"SAGESTACK_GRPC_PORT={grpc_port}",
         "-e", "SAGEMAKER_TFS_DEFAULT_MODEL_NAME=half_plus_three",
         "-e", "SAGESTACK_ASYNC_OUTPUT_PATH=file:///tmp/async/out", "-e", "SAGESTACK_ASYNC_INPUT_PREFIXES=/tmp/async/in",
         "-e", "SAGESTACK_ENDPOINT_CONFIG=/opt/ml/endpoint.json",
@@ -48,5 +49,5 @@ def container(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         podman("rm", "-f", name, check=False)
         raise
     user = podman("image", "inspect", "-f", "{{.Config.User}}", request.param).stdout.strip() or "root"
-    yield Container(name, request.param, url, user)
+    yield Container(name, request.param, url, user, f"127.0.0.1:{grpc_port}")
     podman("rm", "-f", name, check=False)

@@ -32,6 +32,7 @@ class Container:
     image: str
     url: str
     user: str  # the user the image runs as
+    grpc: str  # host:port of OIP v2 over gRPC (SAGESTACK_GRPC_PORT)
 
 
 def probe_model(root: Path) -> Path:

@@ -6,6 +6,7 @@ import io
 import json
 import time
 
+import numpy as np
 import pytest
 import requests
 from image_helpers import MODEL_DIR, PROBE, as_json, invoke
@@ -161,6 +162,78 @@ def test_the_endpoint_config_names_the_variant_shadows_and_captures_in_the_image
             return
         assert time.monotonic() < deadline, (read.stderr[-500:], shadowed)
         time.sleep(0.5)
+
+
+def _json_tensor(value: np.ndarray) -> str:
+    """float32 as nested JSON lists in float32's shortest repr, so a 3x416x416 image stays under the 6 MB limit."""
+    distinct, index = np.unique(value, return_inverse=True)
+    text = [np.format_float_positional(v, unique=True, trim="0") for v in distinct]
+    assert np.array_equal(np.array([float(t) for t in text], dtype=np.float32), distinct)  # each parses back exactly
+    cells = np.array(text, dtype=object)[index.reshape(value.shape)]
+
+    def nest(a: np.ndarray) -> str:
+        return "[" + ",".join(a if a.ndim == 1 else map(nest, a)) + "]"
+
+    return nest(cells)
+
+
+def _three_protocols(container, model: str, inputs: dict[str, np.ndarray], names: list[str]) -> list[dict]:
+    """The same float32 tensors through OIP v2 REST (binary tensors), OIP v2 gRPC and TF Serving's :predict
+    (columnar); each protocol's outputs `names` as arrays."""
+    import tritonclient.grpc as triton_grpc
+    import tritonclient.http as triton_http
+
+    answers = []
+    for module, url, binary in ((triton_http, container.url.removeprefix("http://"), {"binary_data": True}),
+                                (triton_grpc, container.grpc, {})):  # fmt: skip
+        client = module.InferenceServerClient(url, network_timeout=120) if binary else module.InferenceServerClient(url)
+        given = []
+        for name, value in inputs.items():
+            given.append(module.InferInput(name, list(value.shape), "FP32"))
+            given[-1].set_data_from_numpy(value, **binary)
+        result = client.infer(model, given, outputs=[module.InferRequestedOutput(n, **binary) for n in names])
+        answers.append({n: result.as_numpy(n) for n in names})
+        client.close()
+    body = '{"inputs": {' + ",".join(f'"{n}": {_json_tensor(v)}' for n, v in inputs.items()) + "}}"
+    r = requests.post(f"{container.url}/v1/models/{model}:predict", data=body.encode(),
+                      headers={"Content-Type": "application/json"}, timeout=120)  # fmt: skip
+    outputs = as_json(r)["outputs"]
+    outputs = outputs if isinstance(outputs, dict) else {names[0]: outputs}  # TF Serving unwraps a single output
+    answers.append({n: np.asarray(outputs[n], dtype=np.float32) for n in names})
+    return answers
+
+
+def test_v2_rest_v2_grpc_and_tf_serving_rest_predict_what_invocations_predicts(container):
+    x = np.array([1.0, 2.0, 5.0], dtype=np.float32)
+    for answer in _three_protocols(container, "half_plus_three", {"x": x}, ["y"]):
+        assert answer["y"].tolist() == [3.5, 4.0, 5.5]
+
+    from models.anomaly.preprocess import to_input
+    from server.handler_kit import decode_image
+
+    png = payload("anomaly").body
+    versions = json.loads((MODEL_DIR / "anomaly" / "code" / "config.json").read_text())["versions"]
+    cfg = versions[max(versions, key=int)]  # the latest version, which a request without one gets
+    image = to_input(decode_image(png), cfg["roi"], cfg["image_size"])[None]
+    expected = as_json(invoke(container, "anomaly", png, "image/png"))["AnomalyScore"]
+    for answer in _three_protocols(container, "anomaly", {"images": image}, ["score", "anomaly_map"]):
+        assert round(float(answer["score"][0]), 4) == pytest.approx(expected, abs=1e-4)
+        assert answer["anomaly_map"].shape[0] == 1
+
+    from models.yolov4.boxes import SERVED_DEFAULTS, detections, letterbox
+    from models.yolov4.coco import CLASSES
+
+    jpeg = payload("yolov4").body
+    yolo = json.loads((MODEL_DIR / "yolov4_compiled" / "code" / "config.json").read_text())
+    size, names = yolo["input_size"], tuple(yolo.get("names") or CLASSES)
+    tensor, frame = letterbox(decode_image(jpeg, fit=size), size)
+    expected = as_json(invoke(container, "yolov4", jpeg, "image/jpeg", attrs="compiled=true"))
+    for answer in _three_protocols(container, "yolov4_compiled", {"input0": tensor[None]}, ["output0"]):
+        out = answer["output0"][0]
+        found = detections(out[:, :4], out[:, 4], out[:, 5].astype(np.int64), frame, names, **SERVED_DEFAULTS)
+        assert [d["class_id"] for d in found] == [d["class_id"] for d in expected]
+        for a, b in zip(found, expected, strict=True):
+            assert a["box"] == pytest.approx(b["box"], abs=0.02) and a["score"] == pytest.approx(b["score"], abs=1e-3)
 
 
 def test_user_and_sigterm_drains_to_exit_0(container):
