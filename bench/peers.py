@@ -32,6 +32,8 @@ PEERS = {
     "kserve": ["kserve==0.21.0", "tensorflow-cpu==2.21.0"],
     # MLServer 1.7.1's worker pool calls asyncio.get_event_loop(), which uvloop 0.22+ rejects.
     "mlserver": ["mlserver==1.7.1", "tensorflow-cpu==2.21.0", "uvloop==0.21.0"],
+    # The kserve package alone, for its v2 clients and its CRD models (tests/test_kserve.py).
+    "kserve_client": ["kserve==0.21.0"],
 }
 V1_BODY = json.dumps({"instances": [1.0, 2.0, 5.0]}).encode()
 V2_BODY = json.dumps({"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1.0, 2.0, 5.0]}]}).encode()

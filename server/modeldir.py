@@ -103,14 +103,15 @@ def model_spec(name: str, base: Path, shared_code: Path | None = None) -> ModelS
     return ModelSpec(name, base, next(iter(kinds.values())), tuple(sorted(kinds)), code_dir)
 
 
-def find_models(model_dir: Path) -> list[ModelSpec]:
-    """All models under model_dir, sorted by name (the first is the default model)."""
+def find_models(model_dir: Path, single_name: str | None = None) -> list[ModelSpec]:
+    """All models under model_dir, sorted by name (the first is the default model). A model_dir that is itself one
+    model (version folders at its top, as KServe's /mnt/models) is named `single_name`, else after the folder."""
     if not model_dir.is_dir():
         raise ModelDirError(f"model directory {model_dir} does not exist (set SAGESTACK_MODEL_DIR)")
     shared = model_dir / "code"
     shared_code = shared if shared.is_dir() else None
     if any(c.is_dir() and c.name.isdigit() and version_kind(c) for c in model_dir.iterdir()):
-        return [model_spec(model_dir.name, model_dir, shared_code)]
+        return [model_spec(single_name or model_dir.name, model_dir, shared_code)]
     specs = []
     for child in sorted(model_dir.iterdir()):
         if child.is_dir() and child.name != "code":

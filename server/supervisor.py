@@ -122,7 +122,7 @@ class Supervisor:
         if s.multi_model and s.endpoint_config is not None:
             raise StartupError("SAGESTACK_ENDPOINT_CONFIG names its variants' models: not with SAGEMAKER_MULTI_MODEL")
         if not s.multi_model:
-            specs = find_models(s.model_dir)
+            specs = find_models(s.model_dir, s.default_model_name)
             names = [spec.name for spec in specs]
             if s.default_model_name and s.default_model_name not in names:
                 raise StartupError(f"SAGEMAKER_TFS_DEFAULT_MODEL_NAME={s.default_model_name!r} is not among {names}")

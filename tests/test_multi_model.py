@@ -142,7 +142,7 @@ def test_tritons_repository_extension_loads_and_unloads_models_of_the_model_dire
     http.unload_model("hpt_handler")
     with pytest.raises(InferenceServerException, match="not loaded and not found"):
         http.load_model("zzz")
-    with pytest.raises(InferenceServerException, match="NOT_FOUND.*'zzz' is not loaded"):
+    with pytest.raises(InferenceServerException, match=r"NOT_FOUND.*'zzz' is not loaded"):
         rpc.unload_model("zzz")
     with pytest.raises(InferenceServerException, match="load parameters"):
         http.load_model("hpt_handler", config="{}")
