@@ -72,7 +72,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     o.set_defaults(fn=cmd_bench)
     pe = bench.add_parser("peers", help="ours (default and tuned) against KServe and MLServer on one model")
     pe.add_argument("--seconds", type=float, default=10.0)
-    pe.add_argument("--out", type=Path, default=Path("build/bench/peers.json"))
+    pe.add_argument("--out", type=Path, default=None,
+                    help="default build/bench/peers.json, or peers_v2.json with --protocol v2")  # fmt: skip
+    pe.add_argument("--protocol", choices=("sagemaker", "v2"), default="sagemaker",
+                    help="sagemaker: each server's native request; v2: one OIP v2 request to all")  # fmt: skip
     pe.add_argument("--rounds", type=int, default=3)
     pe.add_argument("--connections", type=int, default=32)
     pe.add_argument("--peer-workers", type=int, default=2, help="KServe/MLServer worker processes")

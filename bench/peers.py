@@ -1,8 +1,10 @@
 """Peer model servers (KServe, MLServer) in their own cached venvs, and `sagestack bench peers`.
 
 KServe pins protobuf<7, so each peer gets its own virtual environment, made once under
-build/venvs/. Every server, ours included, serves the same half_plus_three SavedModel in its own
-native protocol; wrk drives each with the same connections, interleaved round by round.
+build/venvs/. Every server, ours included, serves the same half_plus_three SavedModel; wrk drives
+each with the same connections, interleaved round by round. `--protocol sagemaker` sends each its
+native request (ours /invocations, KServe v1, MLServer v2); `--protocol v2` sends every server the
+same OIP v2 request to /v2/models/half_plus_three/infer.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ PEERS = {
 V1_BODY = json.dumps({"instances": [1.0, 2.0, 5.0]}).encode()
 V2_BODY = json.dumps({"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1.0, 2.0, 5.0]}]}).encode()
 JSON = {"Content-Type": "application/json"}
+V2_PATH = "/v2/models/half_plus_three/infer"
 
 
 def log(message: str) -> None:
@@ -109,18 +112,20 @@ def _wait_answering(url: str, body: bytes, proc: subprocess.Popen, timeout: floa
     raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
 
 
-def start_kserve(port: int, workers: int, version_dir: Path) -> Server:
+def start_kserve(port: int, workers: int, version_dir: Path, v2: bool) -> Server:
     python = ensure_venv("kserve")
     argv = [str(python), str(SERVERS / "kserve_half_plus_three.py"), "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(
         [*argv, "--model-path", str(version_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    url = f"http://127.0.0.1:{port}/v1/models/half_plus_three:predict"
-    wait_answering(url, V1_BODY, proc)
-    return Server(f"kserve_x{workers}", url, V1_BODY, version(python, "kserve"), proc)
+    base = f"http://127.0.0.1:{port}"
+    url, body = (base + V2_PATH, V2_BODY) if v2 else (f"{base}/v1/models/half_plus_three:predict", V1_BODY)
+    wait_answering(url, body, proc)
+    return Server(f"kserve_x{workers}", url, body, version(python, "kserve"), proc)
 
 
-def start_mlserver(port: int, workers: int, version_dir: Path) -> Server:
+def start_mlserver(port: int, workers: int, version_dir: Path, v2: bool) -> Server:
+    """MLServer speaks v2 only, so both protocols send it the v2 request."""
     python = ensure_venv("mlserver")
     folder = Path(tempfile.mkdtemp(prefix="mlserver-"))
     shutil.copy(SERVERS / "mlserver_half_plus_three.py", folder / "mlserver_half_plus_three.py")
@@ -140,20 +145,22 @@ def start_mlserver(port: int, workers: int, version_dir: Path) -> Server:
     return Server(f"mlserver_x{workers}", url, V2_BODY, version(python, "mlserver"), proc)
 
 
-def start_ours(name: str, model_dir: Path, env: dict[str, str]) -> Server:
+def start_ours(name: str, model_dir: Path, env: dict[str, str], v2: bool) -> Server:
+    from importlib.metadata import version as pkg_version
+
     from bench.stack import start_stack
 
     run_dir = Path(tempfile.mkdtemp(prefix="sagestack-peers-"))
     stack = start_stack(model_dir, run_dir, SAGEMAKER_GUNICORN_LOGLEVEL="warning", **env)
-    from importlib.metadata import version as pkg_version
-
-    return Server(name, stack.url + "/invocations", V1_BODY, pkg_version("sagestack"), stop_fn=stack.stop)
+    url, body = (stack.url + V2_PATH, V2_BODY) if v2 else (stack.url + "/invocations", V1_BODY)
+    return Server(name, url, body, pkg_version("sagestack"), stop_fn=stack.stop)
 
 
 def run(args: argparse.Namespace) -> int:
     from bench.stack import demo_model_dir, free_port
 
-    out: Path = args.out
+    v2 = args.protocol == "v2"
+    out: Path = args.out or Path(f"build/bench/peers{'_v2' if v2 else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     models = demo_model_dir(out.parent / "peers")
     version_dir = models / "half_plus_three" / "1"
@@ -163,14 +170,14 @@ def run(args: argparse.Namespace) -> int:
             "measuring ours at defaults only")  # fmt: skip
     servers: list[Server] = []
     try:
-        servers.append(start_ours("sagestack_default", models, {}))
+        servers.append(start_ours("sagestack_default", models, {}, v2))
         if tuned_env:
-            servers.append(start_ours("sagestack_tuned", models, tuned_env))
+            servers.append(start_ours("sagestack_tuned", models, tuned_env, v2))
         for peer, start in (("kserve", start_kserve), ("mlserver", start_mlserver)):
             if peer in args.skip:
                 continue
             log(f"starting {peer} ({args.peer_workers} workers)")
-            servers.append(start(free_port(), args.peer_workers, version_dir))
+            servers.append(start(free_port(), args.peer_workers, version_dir, v2))
         runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
         for r in range(args.rounds):
             for s in servers:
@@ -180,14 +187,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for s in servers:
             s.stop()
-    report = summarize(runs, {s.name: s.version for s in servers}, args)
+    report = summarize(runs, {s.name: s.version for s in servers}, {s.name: s.url for s in servers}, args)
     out.write_text(json.dumps(report, indent=2))
     plot(report, out.with_suffix(".png"))
     print(json.dumps({k: report[k] for k in ("servers", "ratio_vs_best_peer")}, indent=2))
     return 0
 
 
-def summarize(runs: dict[str, list[dict[str, Any]]], versions: dict[str, str], args: argparse.Namespace) -> dict:
+def summarize(runs: dict[str, list[dict[str, Any]]], versions: dict[str, str], urls: dict[str, str],
+              args: argparse.Namespace) -> dict:  # fmt: skip
     servers = {
         name: {
             "tps": statistics.median(r["rps"] for r in results),
@@ -195,6 +203,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], versions: dict[str, str], a
             "p95_ms": statistics.median(r["p95_ms"] for r in results),
             "errors": sum(r["non_2xx"] + r["socket_errors"] for r in results),
             "version": versions[name],
+            "url": urls[name],
         }
         for name, results in runs.items()
     }
@@ -203,6 +212,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], versions: dict[str, str], a
     best_peer = max(peers.values(), key=lambda v: v["tps"]) if peers else None
     return {
         "model": "half_plus_three (the same SavedModel in every server)",
+        "protocol": "OIP v2 to every server" if args.protocol == "v2" else "each server's native protocol",
         "load": f"wrk, {args.connections} connections, {args.seconds:g}s x {args.rounds} interleaved rounds; "
         f"wrk on CPU(s) {args.loadgen_cpus or 'any'}",
         "servers": servers,
@@ -229,7 +239,8 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     for ax in (a, b):
         ax.tick_params(axis="x", rotation=20)
     ratio = report["ratio_vs_best_peer"]
-    fig.suptitle(f"half_plus_three, same load: ours / best peer TPS = {ratio:.2f}" if ratio else "half_plus_three")
+    title = f"half_plus_three, {report['protocol']}, same load"
+    fig.suptitle(f"{title}: ours / best peer TPS = {ratio:.2f}" if ratio else title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

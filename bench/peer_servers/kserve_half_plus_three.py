@@ -1,7 +1,8 @@
 """The half_plus_three SavedModel on KServe's Python ModelServer (run with the KServe venv's python).
 
 The same SavedModel our runtimes serve, loaded in-process with TensorFlow, so the comparison is
-server against server on one model.
+server against server on one model. It answers KServe's v1 (`/v1/models/m:predict`) and its v2
+(`/v2/models/m/infer`, where the payload arrives as an InferRequest and leaves as an InferResponse).
 """
 
 import argparse
@@ -25,6 +26,11 @@ class SavedModel(kserve.Model):
     def predict(self, payload, headers=None):
         if self.fn is None:
             self.fn = tf.saved_model.load(self.path).signatures["serving_default"]
+        if isinstance(payload, kserve.InferRequest):
+            y = self.fn(x=tf.constant(payload.inputs[0].as_numpy().astype(np.float32)))["y"].numpy()
+            out = kserve.InferOutput("y", list(y.shape), "FP32")
+            out.set_data_from_numpy(y, binary_data=False)
+            return kserve.InferResponse(payload.id or "", self.name, [out])
         x = np.asarray(payload["instances"], dtype=np.float32)
         return {"predictions": self.fn(x=tf.constant(x))["y"].numpy().tolist()}
 
