@@ -236,6 +236,33 @@ def test_v2_rest_v2_grpc_and_tf_serving_rest_predict_what_invocations_predicts(c
             assert a["box"] == pytest.approx(b["box"], abs=0.02) and a["score"] == pytest.approx(b["score"], abs=1e-3)
 
 
+def test_models_whose_handlers_take_other_inputs_say_what_their_signatures_take_over_v2(container):
+    """music_transformer's tokens and parameters (BYTES among them) and credit_risk's prepared features, from the
+    gRPC metadata; then a melody extended over gRPC with the tensors the metadata names."""
+    import tritonclient.grpc as triton_grpc
+
+    from models.music_transformer.params import Params, as_tensors
+    from models.music_transformer.tokens import Note, encode
+
+    client = triton_grpc.InferenceServerClient(container.grpc)
+    credit = client.get_model_metadata("credit_risk", as_json=True)
+    assert [(t["name"], t["datatype"]) for t in credit["inputs"]] == [("features", "FP32")]
+    music = client.get_model_metadata("music_transformer", as_json=True)
+    kinds = {t["name"]: t["datatype"] for t in music["inputs"]}
+    assert kinds["tokens"] == "INT32" and kinds["sampling"] == "BYTES" and kinds["seed"] == "INT32"
+    notes = [Note(i * 0.25, i * 0.25 + 0.2, pitch, 80) for i, pitch in enumerate((60, 62, 64, 65, 67, 69, 71, 72))]
+    tokens = np.asarray([encode(notes)], dtype=np.int32)
+    tensors = {"tokens": tokens, **as_tensors(Params(extension_duration=2.0, seed=3))}
+    assert set(tensors) == set(kinds)
+    given = []
+    for name, value in tensors.items():
+        given.append(triton_grpc.InferInput(name, list(value.shape), kinds[name]))
+        given[-1].set_data_from_numpy(value)
+    out, again = (client.infer("music_transformer", given, client_timeout=120).as_numpy("tokens") for _ in range(2))
+    assert out.shape[0] == 1 and out.shape[1] > 0 and (out == again).all()  # the extension, the same for one seed
+    client.close()
+
+
 def test_user_and_sigterm_drains_to_exit_0(container):
     user = podman("exec", container.name, "id", "-un").stdout.strip()
     assert user == container.user
