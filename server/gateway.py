@@ -350,6 +350,8 @@ class Gateway:
         return payload
 
     def unload_model(self, name: str) -> dict[str, Any]:
+        if not MODEL_NAME.fullmatch(name):
+            raise bad_request(f"{name!r} is not a valid model name (letters, digits, '.', '_', '-')")
         status, payload = control.request(self.settings.control_socket, "DELETE", f"/models/{name}")
         if status != 200:
             raise ApiError(status, payload.get("error", f"unloading model '{name}' failed"))

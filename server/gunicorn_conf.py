@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 
 GRPC_GRACE_SECONDS = 5.0
 
@@ -80,16 +82,28 @@ def post_fork(server, worker) -> None:
 
 
 def post_worker_init(worker) -> None:
-    """With SAGESTACK_GRPC_PORT set, this worker serves OIP v2 over gRPC too, over its app's gateway."""
+    """With SAGESTACK_GRPC_PORT set, this worker serves OIP v2 over gRPC too, over its app's gateway. On SIGTERM
+    it stops taking gRPC calls at once, as nginx and gunicorn stop taking HTTP ones, and the calls in flight get
+    GRPC_GRACE_SECONDS, inside the drain, to finish."""
     app = worker.wsgi
-    if getattr(app, "settings", None) is not None and app.settings.grpc_port:
-        from server import v2_grpc
+    if getattr(app, "settings", None) is None or not app.settings.grpc_port:
+        return
+    from server import v2_grpc
 
-        worker.grpc_server = v2_grpc.serve(app.gateway)
+    grpc_server = worker.grpc_server = v2_grpc.serve(app.gateway)
+    http_exit = worker.handle_exit
+
+    def handle_exit(sig, frame) -> None:
+        # Off the signal handler: stop() takes the gRPC server's lock (a green thread in gevent workers).
+        threading.Thread(target=grpc_server.stop, args=(GRPC_GRACE_SECONDS,), daemon=True).start()
+        http_exit(sig, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn sets it: no system call cut short
 
 
 def worker_exit(server, worker) -> None:
-    """The worker's gRPC calls in flight get the drain's last seconds; new ones go to the other workers."""
+    """Waits for the gRPC calls still in flight (GRPC_GRACE_SECONDS at most since SIGTERM)."""
     grpc_server = getattr(worker, "grpc_server", None)
     if grpc_server is not None:
         grpc_server.stop(GRPC_GRACE_SECONDS).wait()

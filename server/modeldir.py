@@ -112,6 +112,13 @@ def find_models(model_dir: Path, single_name: str | None = None) -> list[ModelSp
     shared_code = shared if shared.is_dir() else None
     if any(c.is_dir() and c.name.isdigit() and version_kind(c) for c in model_dir.iterdir()):
         return [model_spec(single_name or model_dir.name, model_dir, shared_code)]
+    specs = _model_folders(model_dir, shared_code)
+    if not specs:
+        raise ModelDirError(f"no model found under {model_dir}: expected <name>/<version>/saved_model.pb")
+    return specs
+
+
+def _model_folders(model_dir: Path, shared_code: Path | None) -> list[ModelSpec]:
     specs = []
     for child in sorted(model_dir.iterdir()):
         if child.is_dir() and child.name != "code":
@@ -119,6 +126,12 @@ def find_models(model_dir: Path, single_name: str | None = None) -> list[ModelSp
                 specs.append(model_spec(child.name, child, shared_code))
             except ModelDirError:
                 continue
-    if not specs:
-        raise ModelDirError(f"no model found under {model_dir}: expected <name>/<version>/saved_model.pb")
     return specs
+
+
+def model_names(model_dir: Path) -> list[str]:
+    """The models a multi-model endpoint can load by name: model_dir's folders that are models (none if it is
+    missing)."""
+    if not model_dir.is_dir():
+        return []
+    return [spec.name for spec in _model_folders(model_dir, None) if MODEL_NAME.fullmatch(spec.name)]

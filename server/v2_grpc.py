@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
+import math
 import types
 from collections.abc import Callable
 from concurrent import futures
@@ -37,6 +38,7 @@ from server.variants import INVOKED_VARIANT, TARGET_VARIANT
 log = logging.getLogger("sagestack.v2_grpc")
 SERVICE = "inference.GRPCInferenceService"
 CONCURRENCY = 64  # calls one gateway worker runs at once; more wait in gRPC's own queue
+MAX_WAITING = 1024  # calls one worker holds waiting; past that, gRPC answers RESOURCE_EXHAUSTED
 OPEN_RPCS = ("ServerLive", "ServerReady")  # health: no token, as /ping and /v2/health/*
 _CONTENTS = {
     "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
@@ -75,7 +77,7 @@ def infer_request(message: Any) -> InferRequest:
             raise V2Error(f"input '{name}': datatype {kind!r} is not supported (supported: {', '.join(DATATYPES)})")
         if any(d < 0 for d in shape):
             raise V2Error(f"input '{name}': shape must be a list of non-negative integers")
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)  # Python ints: a huge shape cannot wrap to a small count
         inputs[name] = from_bytes(name, raw[i], kind, shape, count) if raw else _typed(tensor, shape, count)
     return InferRequest(message.id or None, inputs, [out.name for out in message.outputs], set(), False)
 
@@ -103,8 +105,8 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def _run(self, rpc: str, context: grpc.ServicerContext, work: Callable[[Any], Reply]) -> Reply:
         """One call with REST's bookkeeping: its id (sent back as metadata), auth, metrics, log line, errors."""
-        call = types.SimpleNamespace()
         metadata = dict(context.invocation_metadata())
+        call = types.SimpleNamespace(metadata=metadata)
         rid = front.begin(call, metadata.get(request_log.REQUEST_ID.lower()))
         code, message = 200, ""
         try:
@@ -138,8 +140,10 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):
                 load: bool = True):  # fmt: skip
         variant = metadata.get(TARGET_VARIANT.lower())
         target = front.model_target(self.gateway, model, version or None, variant, load=load)
-        remaining = context.time_remaining()  # the client's deadline, when it is sooner than the stack's
-        return target if remaining is None else dataclasses.replace(target, timeout=min(target.timeout, remaining))
+        remaining = context.time_remaining()  # the client's deadline (no deadline: a very long time)
+        if remaining <= 0:
+            raise ApiError(504, "the call's deadline passed before the model was called")
+        return dataclasses.replace(target, timeout=min(target.timeout, remaining))
 
     def ServerLive(self, request, context):
         return self._run("ServerLive", context, lambda call: service_pb2.ServerLiveResponse(live=True))
@@ -155,18 +159,19 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelReady(self, request, context):
         def work(call: Any) -> Any:
             try:
-                target = self._target(request.name, request.version, {}, context, load=False)
+                target = self._target(request.name, request.version, call.metadata, context, load=False)
             except ApiError as exc:
-                if exc.status != 404:
+                if exc.status not in (404, 503):
                     raise
-                return service_pb2.ModelReadyResponse(ready=False)  # as Triton: an unknown model is not ready
+                return service_pb2.ModelReadyResponse(ready=False)  # as Triton: an unknown or failed model is not
             return service_pb2.ModelReadyResponse(ready=self.gateway.table().models[target.model].ready)
 
         return self._run("ModelReady", context, work)
 
     def ModelMetadata(self, request, context):
         def work(call: Any) -> Any:
-            doc = v2_api.metadata(self.gateway, self._target(request.name, request.version, {}, context, load=False))
+            target = self._target(request.name, request.version, call.metadata, context, load=False)
+            doc = v2_api.metadata(self.gateway, target)
             tensors = {
                 side: [service_pb2.ModelMetadataResponse.TensorMetadata(**t) for t in doc[side]]
                 for side in ("inputs", "outputs")
@@ -177,10 +182,8 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):
         return self._run("ModelMetadata", context, work)
 
     def ModelInfer(self, request, context):
-        metadata = dict(context.invocation_metadata())
-
         def work(call: Any) -> Any:
-            target = self._target(request.model_name, request.model_version, metadata, context)
+            target = self._target(request.model_name, request.model_version, call.metadata, context)
             front.start_invocation(call, target)
             with call.timings.phase("input"):
                 asked = infer_request(request)
@@ -238,7 +241,8 @@ def serve(gateway: Gateway) -> grpc.Server:
         ("grpc.max_receive_message_length", settings.max_payload_bytes),  # SAGEMAKER_MAX_PAYLOAD_IN_MB, as REST
         ("grpc.max_send_message_length", -1),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="v2-grpc"), options=options)
+    server = grpc.server(futures.ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="v2-grpc"), options=options,
+                         maximum_concurrent_rpcs=MAX_WAITING + CONCURRENCY)  # fmt: skip
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Service(gateway), server)
     address = f"{settings.bind_address}:{settings.grpc_port}"
     try:

@@ -11,6 +11,7 @@ V2Error naming the tensor.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +106,7 @@ def _input(i: int, tensor: Any, rest: memoryview) -> tuple[np.ndarray, int]:
     kind = tensor.get("datatype")
     if kind not in DATATYPES:
         raise V2Error(f"input '{name}': datatype {kind!r} is not supported (supported: {', '.join(DATATYPES)})")
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # Python ints: a huge shape cannot wrap to a small count
     size = _parameters(tensor, f"input '{name}'").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or not 0 <= size <= len(rest):

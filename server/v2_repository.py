@@ -16,11 +16,11 @@ from typing import Any
 
 import falcon
 
-from server.errors import bad_request
+from server.errors import ApiError, bad_request
 from server.front import read_body
 from server.gateway import Gateway
 from server.handler_kit import json_body
-from server.modeldir import MODEL_NAME, ModelDirError, model_spec
+from server.modeldir import model_names
 
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
 
@@ -38,23 +38,10 @@ def index(gateway: Gateway, ready_only: bool = False) -> list[dict[str, str]]:
         listed = set(table.models) | set(table.failed)
         entries += [
             {"name": name, "version": "", "state": UNAVAILABLE, "reason": "unloaded"}
-            for name in _in_model_dir(gateway)
+            for name in model_names(gateway.settings.model_dir)
             if name not in listed
         ]
     return [e for e in entries if e["state"] == READY] if ready_only else entries
-
-
-def _in_model_dir(gateway: Gateway) -> list[str]:
-    root = gateway.settings.model_dir
-    found = []
-    for child in sorted(root.iterdir()) if root.is_dir() else ():
-        if child.is_dir() and child.name != "code" and MODEL_NAME.fullmatch(child.name):
-            try:
-                model_spec(child.name, child)
-            except ModelDirError:
-                continue
-            found.append(child.name)
-    return found
 
 
 def load(gateway: Gateway, name: str, parameters: dict[str, Any]) -> None:
@@ -62,8 +49,13 @@ def load(gateway: Gateway, name: str, parameters: dict[str, Any]) -> None:
     if parameters:
         raise bad_request(f"load parameters {sorted(parameters)} are not taken: model '{name}' loads from the "
                           f"model directory {gateway.settings.model_dir}")  # fmt: skip
-    if name not in gateway.table().models:
+    if name in gateway.table().models:
+        return
+    try:
         gateway.load_from_model_dir(name)
+    except ApiError as exc:
+        if exc.status != 409:  # loaded, or being loaded, by another request meanwhile: what was asked for
+            raise
 
 
 def unload(gateway: Gateway, name: str) -> None:

@@ -42,7 +42,7 @@ def test_the_manifests_fit_kserves_own_models(kserve_python):
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["ok"] and done.returncode == 0, report["errors"]
-    assert sorted(report["kinds"]) == ["ClusterServingRuntime", "InferenceService"]
+    assert sorted(report["kinds"]) == ["ClusterServingRuntime", "InferenceService", "InferenceService"]
 
 
 def test_the_runtime_names_its_protocols_formats_image_and_a_valid_environment():
@@ -58,6 +58,8 @@ def test_the_runtime_names_its_protocols_formats_image_and_a_valid_environment()
     assert settings.bind_port == 8080 and settings.grpc_port == 9000
     isvc = yaml.safe_load((MANIFESTS / "inference-service.yaml").read_text())
     assert isvc["metadata"]["name"] == ISVC and isvc["spec"]["predictor"]["model"]["runtime"] == doc["metadata"]["name"]
+    grpc_isvc = yaml.safe_load((MANIFESTS / "inference-service-grpc.yaml").read_text())["spec"]["predictor"]["model"]
+    assert grpc_isvc["ports"] == [{"name": "h2c", "containerPort": settings.grpc_port, "protocol": "TCP"}]
 
 
 def test_kserves_clients_get_the_models_answers_from_the_stack_as_kserve_runs_it(kserve_python, hpt_base, tmp_path):

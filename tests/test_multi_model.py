@@ -134,7 +134,11 @@ def test_tritons_repository_extension_loads_and_unloads_models_of_the_model_dire
     x.set_data_from_numpy(np.array([1.0], dtype=np.float32))
     for _ in range(6):  # over the 3 workers
         assert http.infer("hpt_handler", [x]).as_numpy("y").tolist() == [3.5]
+    before = http.get_model_repository_index()
     http.load_model("hpt_handler")  # already loaded: left as it is
+    assert http.get_model_repository_index() == before and http.is_model_ready("hpt_handler")
+    with pytest.raises(InferenceServerException, match="not a valid model name"):
+        rpc.unload_model("../up")
     rpc.unload_model("hpt_handler")
     assert unloaded in http.get_model_repository_index() and not http.is_model_ready("hpt_handler")
     rpc.load_model("hpt_handler")

@@ -98,18 +98,27 @@ def test_grpc_health_and_metadata_match_rest(grpc_client, client):
     assert [(t["name"], t["datatype"], t["shape"]) for t in meta["inputs"]] == [("x", "FP32", ["-1"])]
 
 
+def _variant_count(stack) -> float:
+    """sagestack_variant_invocations_total of half_plus_three's AllTraffic, summed over its series."""
+    text = requests.get(f"{stack.url}/metrics", timeout=10).text
+    series = [line for line in text.splitlines() if line.startswith("sagestack_variant_invocations_total{")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in series if 'variant="AllTraffic"' in line)
+
+
 def test_grpc_infer_gives_what_invocations_gives_and_is_counted(grpc_client, stack):
     x = np.array([1.0, 2.0, 5.0], dtype=np.float32)
     given = triton_grpc.InferInput("x", list(x.shape), "FP32")
     given.set_data_from_numpy(x)
+    before = _variant_count(stack)
     result = grpc_client.infer("half_plus_three", [given], request_id="g-1")
+    assert _variant_count(stack) == before + 1  # the gRPC call counted for its variant, as REST's are
     plain = requests.post(f"{stack.url}/invocations", json={"instances": x.tolist()}, timeout=10).json()
     assert result.as_numpy("y").tolist() == plain["predictions"] == [3.5, 4.0, 5.5]
     assert result.get_response().model_version == "2" and result.get_response().id == "g-1"
     older = grpc_client.infer("half_plus_three", [given], model_version="1")
     assert older.as_numpy("y").tolist() == [2.5, 3.0, 4.5]
     text = requests.get(f"{stack.url}/metrics", timeout=10).text
-    assert 'route="/inference.GRPCInferenceService/ModelInfer"' in text and 'variant="AllTraffic"' in text
+    assert 'route="/inference.GRPCInferenceService/ModelInfer"' in text
 
 
 def test_grpc_typed_contents_and_trailing_metadata(stack):
@@ -196,5 +205,7 @@ def test_the_repository_index_lists_the_served_models_and_load_needs_a_multi_mod
     index = client.get_model_repository_index()
     assert {"name": "half_plus_three", "version": "2", "state": "READY", "reason": ""} in index
     assert {e["name"] for e in index} == {"half_plus_three", "hpt_handled", "hpt_handler"}
-    with pytest.raises(InferenceServerException, match="SAGEMAKER_MULTI_MODEL=true"):
-        client.unload_model("half_plus_three")
+    for call in (client.load_model, client.unload_model):
+        with pytest.raises(InferenceServerException, match="SAGEMAKER_MULTI_MODEL=true"):
+            call("half_plus_three")
+    assert client.is_model_ready("half_plus_three")
