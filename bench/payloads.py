@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import zlib
@@ -26,29 +25,24 @@ def half_plus_three() -> Payload:
 
 
 def credit_risk() -> Payload:
-    from models.credit_risk.data import load
+    from models.credit_risk.samples import samples
 
-    rows = load().drop(columns=["risk"]).head(5).to_csv(index=False).encode()
+    rows = samples()["applications.csv"]
     return Payload(rows, {"Content-Type": "text/csv", **_attrs("credit_risk")}, "CSV, 5 applications with header")
 
 
 def anomaly() -> Payload:
-    import numpy as np
+    from models.anomaly.samples import samples
 
-    from models.anomaly.generate import render
-
-    img, _ = render(np.random.default_rng(2024), "scratch")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return Payload(buf.getvalue(), {"Content-Type": "image/png", **_attrs("anomaly")}, "PNG 256x256 board photo")
+    png = samples()["scratch.png"]
+    return Payload(png, {"Content-Type": "image/png", **_attrs("anomaly")}, "PNG 256x256 board photo")
 
 
 def yolov4() -> Payload:
-    import importlib.util
-    from pathlib import Path
+    from models.yolov4.samples import PHOTOS
 
-    photo = Path(importlib.util.find_spec("sklearn").origin).parent / "datasets" / "images" / "china.jpg"
-    return Payload(photo.read_bytes(), {"Content-Type": "image/jpeg", **_attrs("yolov4")}, "JPEG 640x427 photo")
+    photo = (PHOTOS / "china.jpg").read_bytes()
+    return Payload(photo, {"Content-Type": "image/jpeg", **_attrs("yolov4")}, "JPEG 640x427 photo")
 
 
 def yolov4_tiny() -> Payload:
@@ -58,12 +52,11 @@ def yolov4_tiny() -> Payload:
 
 
 def music_transformer() -> Payload:
-    from models.music_transformer.melodies import melody
-    from models.music_transformer.tokens import write_midi
+    from models.music_transformer.samples import samples
 
     attrs = "tfs-model-name=music_transformer,extension_duration=10"
     headers = {"Content-Type": "audio/midi", "X-Amzn-SageMaker-Custom-Attributes": attrs}
-    return Payload(write_midi(melody("twinkle_twinkle")), headers, "MIDI Twinkle Twinkle, 10 s extension")
+    return Payload(samples()["twinkle_twinkle.mid"], headers, "MIDI Twinkle Twinkle, 10 s extension")
 
 
 def image_bomb(width: int, height: int) -> bytes:

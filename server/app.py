@@ -18,7 +18,18 @@ from typing import IO, Any
 
 import falcon
 
-from server import async_inference, eventstream, front, handlers, metrics, request_log, v1_api, v2_api, v2_repository
+from server import (
+    async_inference,
+    eventstream,
+    front,
+    handlers,
+    metrics,
+    request_log,
+    samples_api,
+    v1_api,
+    v2_api,
+    v2_repository,
+)
 from server.async_queue import AsyncQueue, AsyncRequest
 from server.errors import ApiError
 from server.front import read_body, spool_body
@@ -427,4 +438,5 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     v1_api.add_routes(app, gateway)
     v2_api.add_routes(app, gateway)
     v2_repository.add_routes(app, gateway)
+    samples_api.add_routes(app, gateway)
     return app

@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 METADATA = Path("compiled") / "metadata.json"
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # what a served model may be called
 HANDLER_KIT = Path(__file__).with_name("handler_kit.py")
+SAMPLES = "samples"  # code/samples/: the model's sample requests
+SAMPLE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[a-z0-9]{1,8}")
 
 
 class ModelDirError(ValueError):
@@ -65,10 +67,11 @@ def read_metadata(version_dir: Path) -> dict:
     return json.loads((version_dir / METADATA).read_text())
 
 
-def export_code(base: Path, name: str, handler: Path, lib: Iterable[Path] = (), keep: bool = False) -> Path:
+def export_code(base: Path, name: str, handler: Path, lib: Iterable[Path] = (), keep: bool = False,
+                samples: Mapping[str, bytes] | None = None) -> Path:  # fmt: skip
     """`<base>/code/`: `handler` as inference.py, the `lib` modules as the package `code/lib/<name>/`
-    (handlers import `from <name> import boxes`), and the handler kit. `keep` leaves other files there
-    (a model that adds versions one at a time keeps its config.json)."""
+    (handlers import `from <name> import boxes`), the handler kit, and the model's sample requests. `keep` leaves
+    other files there (a model that adds versions one at a time keeps its config.json)."""
     code = base / "code"
     if not keep:
         shutil.rmtree(code, ignore_errors=True)
@@ -80,7 +83,29 @@ def export_code(base: Path, name: str, handler: Path, lib: Iterable[Path] = (), 
         shutil.copy(module, package / module.name)
     shutil.copy(HANDLER_KIT, code / "lib" / HANDLER_KIT.name)
     shutil.copy(handler, code / "inference.py")
+    write_samples(code, samples or {})
     return code
+
+
+def write_samples(code: Path, samples: Mapping[str, bytes]) -> None:
+    """`code/samples/<file>`: request bodies that show what the model takes (the console offers them; the file's
+    suffix says its content type)."""
+    folder = code / SAMPLES
+    shutil.rmtree(folder, ignore_errors=True)
+    if samples:
+        folder.mkdir(parents=True)
+    for file, body in samples.items():
+        if not SAMPLE_FILE.fullmatch(file):
+            raise ModelDirError(f"sample file name {file!r}: letters, digits, '.', '_', '-' and a suffix")
+        (folder / file).write_bytes(body)
+
+
+def sample_files(code: Path | None) -> list[Path]:
+    """The model's sample requests, by name (none without a code directory)."""
+    folder = code / SAMPLES if code is not None else None
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(f for f in folder.iterdir() if f.is_file() and SAMPLE_FILE.fullmatch(f.name))
 
 
 def version_kind(version_dir: Path) -> str | None:

@@ -14,6 +14,7 @@ from server.settings import Settings
 TEMPLATE = "nginx.conf.j2"
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 HEADER_BUFFER_KB = 8  # nginx's default: custom attributes (1 KB at most) fit well inside
+CONSOLE_DIR = Path(__file__).with_name("console")  # the web console's static files (SAGESTACK_CONSOLE)
 
 
 def nginx_binary() -> str:
@@ -43,6 +44,7 @@ def render(settings: Settings) -> str:
         proxy_read_timeout=settings.effective_proxy_read_timeout,
         access_log=settings.access_log,
         header_buffer_kb=HEADER_BUFFER_KB,
+        console_dir=CONSOLE_DIR if settings.console else None,
     )
 
 

@@ -71,6 +71,7 @@ class Settings:
     tuning_dir: Path | None
     restart_wait_seconds: float
     access_log: bool
+    console: bool  # SAGESTACK_CONSOLE: the web console at /console (nginx serves server/console/)
     max_image_pixels: int
     mme_allowed_prefixes: tuple[Path, ...]
     allow_requirements: bool
@@ -221,6 +222,7 @@ class Settings:
             allow_requirements=e.boolean("SAGESTACK_ALLOW_REQUIREMENTS", False),
             max_image_pixels=e.integer("SAGESTACK_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS, lo=1),
             access_log=e.choice("SAGESTACK_ACCESS_LOG", "on", ("on", "off")) == "on",
+            console=e.boolean("SAGESTACK_CONSOLE", False),
             runtime_sharing=e.choice("SAGESTACK_RUNTIME_SHARING", "framework", RUNTIME_SHARING),
             # What a batch transform job sets in its container; GET /execution-parameters reports them.
             batch=e.boolean("SAGEMAKER_BATCH", False),

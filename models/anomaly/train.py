@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from models.anomaly import dataset as ds
 from models.anomaly import model
 from models.anomaly.preprocess import to_input
+from models.anomaly.samples import samples
 from server import modeldir
 from server.handler_kit import decode_image
 
@@ -128,7 +129,8 @@ def train(
     version_dir = modeldir.fresh_version(out, version)
     scorer.export(version_dir)
     preprocess = Path(__file__).with_name("preprocess.py")
-    code = modeldir.export_code(out, "anomaly", SERVING / "inference.py", [preprocess], keep=True)  # versions add up
+    code = modeldir.export_code(out, "anomaly", SERVING / "inference.py", [preprocess], keep=True,
+                                samples=samples())  # versions add up  # fmt: skip
     config_path = code / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {"versions": {}}
     config["versions"][str(version)] = {"threshold": threshold, "spread": spread, "roi": roi, "image_size": image_size}

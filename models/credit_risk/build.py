@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from models.credit_risk import bias, data, report
 from models.credit_risk.flow import DEFAULT_FLOW, Flow
 from models.credit_risk.model import SEED, evaluate, export_saved_model, quick_model, split, train_classifier
+from models.credit_risk.samples import samples
 from server import modeldir
 
 SERVING = Path(__file__).with_name("serving")
@@ -88,7 +89,7 @@ def _build(progress: Steps, out: Path, reports: Path, flow_path: Path, version: 
 
     def export() -> None:
         export_saved_model(weights, b, modeldir.fresh_version(out, version))
-        code = modeldir.export_code(out, "credit_risk", SERVING / "inference.py")
+        code = modeldir.export_code(out, "credit_risk", SERVING / "inference.py", samples=samples())
         shutil.copy(flow_path, code / "flow.json")
         fitted.export(code / "lib" / "credit_risk" / "prep.py")  # the fitted flow, as the package's prep module
         (code / "flow_state.json").write_text(fitted.state_json())

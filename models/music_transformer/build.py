@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from models.music_transformer.commands import DEFAULT_WEIGHTS
+from models.music_transformer.samples import samples
 from server import modeldir
 
 HERE = Path(__file__).parent
@@ -29,7 +30,7 @@ def export(weights: Path, out: Path, version: int = 1) -> Path:
     shutil.copy(weights, version_dir / "model.pt")
     meta = {"runtime": "music_transformer", "framework": "pytorch", "artifact": "model.pt", "compiled": False}
     modeldir.write_metadata(version_dir, meta)
-    modeldir.export_code(out, "music_transformer", HERE / "serving" / "inference.py", LIB)
+    modeldir.export_code(out, "music_transformer", HERE / "serving" / "inference.py", LIB, samples=samples())
     return version_dir
 
 

@@ -18,6 +18,7 @@ from compiler.artifact import pack_model_tar
 from models.yolov4 import darknet
 from models.yolov4.coco import CLASSES
 from models.yolov4.network import ARCHS, Candidates, Darknet, build
+from models.yolov4.samples import samples
 from server import modeldir
 
 HERE = Path(__file__).parent
@@ -42,7 +43,8 @@ def export(out: Path, model: Darknet, size: int, version: int = 1, names: list[s
         "compiled": False,
     }
     modeldir.write_metadata(version_dir, meta)
-    code = modeldir.export_code(out, "yolov4", HERE / "serving" / "inference.py", [HERE / "boxes.py", HERE / "coco.py"])
+    code = modeldir.export_code(out, "yolov4", HERE / "serving" / "inference.py", [HERE / "boxes.py", HERE / "coco.py"],
+                                samples=samples())  # fmt: skip
     config = {"input_size": size} | ({"names": names} if names else {})
     (code / "config.json").write_text(json.dumps(config, indent=1))
     return version_dir

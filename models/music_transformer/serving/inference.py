@@ -74,7 +74,8 @@ def _note(n: Note) -> dict:
 
 def _stream(tokens: list[int], params, parts) -> Iterator[str]:
     """One JSON line per added note as soon as its end is sampled (`{"note": ...}`), then the whole melody as
-    a last line (`{"midi": <base64 MIDI>, ...}`, the same file Accept: audio/midi answers). Closing this (the
+    a last line (`{"midi": <base64 MIDI>, "notes": [every note, the input's too], ...}`, the same file Accept:
+    audio/midi answers). Closing this (the
     client went away) closes `parts`, which stops the generation in the runtime."""
     reader = NoteReader()
     for token in tokens:
@@ -90,9 +91,10 @@ def _stream(tokens: list[int], params, parts) -> Iterator[str]:
     for note in reader.close():
         added += 1
         yield json.dumps({"note": _note(note)}) + "\n"
-    midi = write_midi(decode(tokens + generated))
-    yield json.dumps({"midi": base64.b64encode(midi).decode(), "added_notes": added, "extension_starts_at": boundary,
-                      "tokens": generated, "parameters": params.as_dict()}) + "\n"  # fmt: skip
+    notes = decode(tokens + generated)
+    yield json.dumps({"midi": base64.b64encode(write_midi(notes)).decode(), "added_notes": added,
+                      "extension_starts_at": boundary, "notes": [_note(n) for n in notes], "tokens": generated,
+                      "parameters": params.as_dict()}) + "\n"  # fmt: skip
 
 
 def _answer(tokens: list[int], generated: list[int], params, accept: str):
