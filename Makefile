@@ -10,10 +10,12 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 setup: system-deps $(VENV)/.installed
 
-# nginx (and wrk for benchmarks) from apt when missing.
+# nginx, wrk (benchmarks) and chromium with its driver (the console's browser tests) from apt when missing.
 system-deps:
 	@missing=""; command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	  else echo "please install:$$missing (apt-get install$$missing)"; exit 1; fi; \
@@ -42,6 +44,7 @@ models: setup
 # ENV_FILE=build/tune/<model>.env serves with a tuned configuration (from `sagestack tune`).
 serve: models
 	$(if $(ENV_FILE),set -a && . $(abspath $(ENV_FILE)) && set +a &&) SAGESTACK_MODEL_DIR=$(MODEL_DIR) SAGESTACK_BIND_ADDRESS=$${SAGESTACK_BIND_ADDRESS:-127.0.0.1} \
+	  SAGESTACK_CONSOLE=$${SAGESTACK_CONSOLE:-true} \
 	  SAGEMAKER_TFS_DEFAULT_MODEL_NAME=$${SAGEMAKER_TFS_DEFAULT_MODEL_NAME:-half_plus_three} \
 	  SAGEMAKER_BIND_TO_PORT=$${SAGEMAKER_BIND_TO_PORT:-$(PORT)} SAGESTACK_RUN_DIR=$${SAGESTACK_RUN_DIR:-$(CURDIR)/build/run} \
 	  $(BIN)/sagestack serve

@@ -163,7 +163,9 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, fit: int | Non
         img.load()
     except Image.DecompressionBombError as exc:  # Pillow's own check, at twice its limit, comes first
         raise PayloadTooLarge(f"the image is too large: at most {max_pixels:,} pixels are decoded ({exc})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except UnidentifiedImageError:  # its message carries the repr of our buffer, which says nothing to a client
+        raise BadRequest(f"not a readable image: {len(data):,} bytes in no image format this server reads") from None
+    except (OSError, SyntaxError) as exc:
         raise BadRequest(f"not a readable image: {exc}") from None
     rgb = img.convert("RGB")
     rgb.info["original_size"] = (width, height)
