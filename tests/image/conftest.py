@@ -39,6 +39,7 @@ def container(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         "-e", "SAGEMAKER_TFS_DEFAULT_MODEL_NAME=half_plus_three",
         "-e", "SAGESTACK_ASYNC_OUTPUT_PATH=file:///tmp/async/out", "-e", "SAGESTACK_ASYNC_INPUT_PREFIXES=/tmp/async/in",
         "-e", "SAGESTACK_ENDPOINT_CONFIG=/opt/ml/endpoint.json",
+        "-e", "SAGESTACK_CONSOLE=true",
         request.param, "serve",
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

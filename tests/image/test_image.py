@@ -263,6 +263,17 @@ def test_models_whose_handlers_take_other_inputs_say_what_their_signatures_take_
     client.close()
 
 
+def test_the_console_and_the_models_samples_are_served_from_the_image(container):
+    page = requests.get(container.url + "/console/", timeout=10)
+    assert page.status_code == 200 and "sagestack console" in page.text
+    script = requests.get(container.url + "/console/console.js", timeout=10)
+    assert script.status_code == 200 and script.headers["Content-Type"] == "text/javascript"
+    listed = requests.get(container.url + "/samples/yolov4_compiled", timeout=10).json()["samples"]
+    assert {"name": "china.jpg", "content_type": "image/jpeg"}.items() <= listed[0].items()
+    photo = requests.get(container.url + "/samples/yolov4_compiled/china.jpg", timeout=10).content
+    assert isinstance(as_json(invoke(container, "yolov4", photo, "image/jpeg")), list)  # a request it takes
+
+
 def test_user_and_sigterm_drains_to_exit_0(container):
     user = podman("exec", container.name, "id", "-un").stdout.strip()
     assert user == container.user
