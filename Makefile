@@ -44,7 +44,7 @@ models: setup
 # ENV_FILE=build/tune/<model>.env serves with a tuned configuration (from `sagestack tune`).
 serve: models
 	$(if $(ENV_FILE),set -a && . $(abspath $(ENV_FILE)) && set +a &&) SAGESTACK_MODEL_DIR=$(MODEL_DIR) SAGESTACK_BIND_ADDRESS=$${SAGESTACK_BIND_ADDRESS:-127.0.0.1} \
-	  SAGESTACK_CONSOLE=$${SAGESTACK_CONSOLE:-true} \
+	  SAGESTACK_CONSOLE=$${SAGESTACK_CONSOLE:-true} SAGESTACK_PROJECTS_DIR=$${SAGESTACK_PROJECTS_DIR:-$(CURDIR)/build/projects} \
 	  SAGEMAKER_TFS_DEFAULT_MODEL_NAME=$${SAGEMAKER_TFS_DEFAULT_MODEL_NAME:-half_plus_three} \
 	  SAGEMAKER_BIND_TO_PORT=$${SAGEMAKER_BIND_TO_PORT:-$(PORT)} SAGESTACK_RUN_DIR=$${SAGESTACK_RUN_DIR:-$(CURDIR)/build/run} \
 	  $(BIN)/sagestack serve

@@ -3,13 +3,15 @@
 Routes: /ping, /invocations, /endpoints/{name}/invocations (what boto3's invoke_endpoint calls),
 /endpoints/{name}/async-invocations (invoke_endpoint_async), /endpoints/{name}/invocations-response-stream
 (invoke_endpoint_with_response_stream),
-/models... (multi-model endpoints), /metrics and /openapi.json (the OpenAPI 3 document of these).
+/models... (multi-model endpoints), /metrics and /openapi.json (the OpenAPI 3 document of these); the model
+families' own routes (ROUTE_MODULES), such as the anomaly projects at /projects.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hmac
+import importlib
 import importlib.resources
 import json
 import logging
@@ -45,6 +47,9 @@ CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 SERVED_BY = "X-Sagestack-Model"
 VARIANT = "X-Sagestack-Variant"  # "compiled" when the compiled twin answered, else "default"
 log = logging.getLogger("sagestack.app")
+# Owners of routes beyond the service's, by module name (the service imports none of them): each has
+# `add_routes(app, gateway)` and adds what its settings turn on.
+ROUTE_MODULES = ("models.routes",)
 
 
 def _error_body(message: str) -> bytes:
@@ -439,4 +444,19 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     v2_api.add_routes(app, gateway)
     v2_repository.add_routes(app, gateway)
     samples_api.add_routes(app, gateway)
+    for module in route_modules():
+        module.add_routes(app, gateway)
     return app
+
+
+def route_modules() -> list[Any]:
+    """The other owners' routes (a model family's API), found by module name as the CLI finds its subcommands; an
+    image without the module simply lacks its routes."""
+    modules = []
+    for name in ROUTE_MODULES:
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name.split(".")[0]:
+                raise
+    return modules

@@ -5,6 +5,7 @@ stops runtime processes; every gunicorn worker then sees the result through the 
 `GET /routes?after=N&timeout=T` answers when the table's version passes N (a restarted runtime is
 READY, say), so a worker that has no instance to call waits for that event instead of polling.
 `GET /variants` and `POST /variants/weights` are `sagestack variants`: the endpoints' variants, and new weights.
+`POST /models/{name}/versions` serves a model's version folders as they are now (a trained version added).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ class ControlServer:
         unload: Callable[[str], Reply],
         wait_routes: Callable[[int, float], int],
         variants: Callable[[dict[str, Any] | None], Reply] | None = None,
+        refresh_versions: Callable[[str], Reply] | None = None,
     ) -> None:
-        """`variants(None)` lists the endpoints' variants; `variants({"endpoint", "weights"})` sets weights."""
+        """`variants(None)` lists the endpoints' variants; `variants({"endpoint", "weights"})` sets weights.
+        `refresh_versions(name)` serves the version folders a model has now (`POST /models/{name}/versions`)."""
         path.unlink(missing_ok=True)
 
         class Handler(JsonHandler):
@@ -61,6 +64,9 @@ class ControlServer:
                     return self.send_json(*load(str(body.get("model_name")), str(body.get("url"))))
                 if self.path == "/variants/weights" and variants is not None:
                     return self.send_json(*variants(body))
+                match = re.fullmatch(r"/models/([^/]+)/versions", self.path)
+                if match and refresh_versions is not None:
+                    return self.send_json(*refresh_versions(match[1]))
                 self.send_json(404, {"error": f"unknown control path {self.path}"})
 
             def do_DELETE(self) -> None:

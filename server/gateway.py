@@ -358,6 +358,16 @@ class Gateway:
         self.runtimes.table(fresh=True)
         return payload
 
+    def refresh_versions(self, name: str) -> dict[str, Any]:
+        """Serve the model's version folders as they are now (a version added or taken away), on any endpoint."""
+        if not MODEL_NAME.fullmatch(name):
+            raise bad_request(f"{name!r} is not a valid model name (letters, digits, '.', '_', '-')")
+        status, payload = control.request(self.settings.control_socket, "POST", f"/models/{name}/versions")
+        if status != 200:
+            raise ApiError(status, payload.get("error", f"refreshing the versions of model '{name}' failed"))
+        self.runtimes.table(fresh=True)
+        return payload
+
     def describe(self, name: str) -> dict[str, Any]:
         route = self.table().models.get(name)
         if route is None:

@@ -72,6 +72,7 @@ class Settings:
     restart_wait_seconds: float
     access_log: bool
     console: bool  # SAGESTACK_CONSOLE: the web console at /console (nginx serves server/console/)
+    projects_dir: Path | None  # SAGESTACK_PROJECTS_DIR: anomaly projects (/projects, models.anomaly.projects_api)
     max_image_pixels: int
     mme_allowed_prefixes: tuple[Path, ...]
     allow_requirements: bool
@@ -223,6 +224,7 @@ class Settings:
             max_image_pixels=e.integer("SAGESTACK_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS, lo=1),
             access_log=e.choice("SAGESTACK_ACCESS_LOG", "on", ("on", "off")) == "on",
             console=e.boolean("SAGESTACK_CONSOLE", False),
+            projects_dir=e.optional_path("SAGESTACK_PROJECTS_DIR"),
             runtime_sharing=e.choice("SAGESTACK_RUNTIME_SHARING", "framework", RUNTIME_SHARING),
             # What a batch transform job sets in its container; GET /execution-parameters reports them.
             batch=e.boolean("SAGEMAKER_BATCH", False),

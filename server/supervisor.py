@@ -154,7 +154,7 @@ class Supervisor:
             self._check_variants_served()
         self._write_routes()
         self.control = control.ControlServer(s.control_socket, self.load_model, self.unload_model, self.wait_routes,
-                                             self.variant_weights)  # fmt: skip
+                                             self.variant_weights, self.refresh_versions)  # fmt: skip
         self.control.start()
         self._start_gunicorn()
         self._wait_gunicorn(time.monotonic() + 60)
@@ -440,6 +440,35 @@ class Supervisor:
                 return 404, {"error": f"model '{name}' is not loaded"}
         self._remove_model(name)
         return 200, {"message": f"model '{name}' unloaded"}
+
+    def refresh_versions(self, name: str) -> Reply:
+        """Serve the version folders the model has now (one added or taken away), without a restart: routes stop
+        naming a version before its processes drop it, and name a new one only once they serve it."""
+        with self.lock:
+            route = self.table.models.get(name)
+            if route is None or name in self.loading:
+                return 404, {"error": f"model '{name}' is not loaded"}
+            instances = [inst for insts in self.runtimes.values() for inst in insts if name in inst.models]
+        try:
+            spec = model_spec(name, Path(route.base_path))
+        except ModelDirError as exc:
+            return 409, {"error": str(exc)}
+        if spec.kind != route.kind:
+            return 409, {"error": f"model '{name}' is served by {route.kind}; its new versions need {spec.kind}"}
+        with self.lock:
+            route.versions = [v for v in route.versions if v in spec.versions]
+        self._write_routes()
+        deadline = time.monotonic() + self.settings.wait_time_seconds
+        try:
+            for inst in instances:
+                inst.reload(max(deadline - time.monotonic(), 1.0))
+        except (grpc.RpcError, RuntimeError) as exc:
+            return 500, {"error": f"model '{name}': reloading its versions failed: {exc}"}
+        with self.lock:
+            route.versions = list(spec.versions)
+        self._write_routes()
+        log(f"model '{name}' now serves versions {list(spec.versions)}")
+        return 200, {"model": name, "versions": list(spec.versions)}
 
     def _remove_model(self, name: str) -> None:
         """Stop routing to the model, then unload it from its processes (stopping them if it was their last)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from models.anomaly import dataset as ds
 from models.anomaly import model
 from models.anomaly.preprocess import to_input
+from models.anomaly.projects import TrainingStatus
 from models.anomaly.samples import samples
 from server import modeldir
 from server.handler_kit import decode_image
 
+Progressed = Callable[[str, int, int], None]
 SERVING = Path(__file__).with_name("serving")
 
 
@@ -35,9 +38,13 @@ def _inputs(items: list[ds.Item], roi: list[int] | None, image_size: list[int]) 
     return np.stack([to_input(decode_image(i.path.read_bytes()), roi, image_size) for i in items])
 
 
-def metrics(items: list[ds.Item], scores: np.ndarray, threshold: float) -> dict:
-    from sklearn.metrics import roc_auc_score
+def auroc(truth: np.ndarray, scores: np.ndarray) -> float:
+    """The chance that an anomalous image outscores a normal one (ties count half): the area under the ROC curve."""
+    pos, neg = scores[truth][:, None], scores[~truth][None]
+    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size))
 
+
+def metrics(items: list[ds.Item], scores: np.ndarray, threshold: float) -> dict:
     truth = np.array([i.anomalous for i in items])
     predicted = scores >= threshold
     tp, fp = int((predicted & truth).sum()), int((predicted & ~truth).sum())
@@ -53,7 +60,7 @@ def metrics(items: list[ds.Item], scores: np.ndarray, threshold: float) -> dict:
         "precision": precision,
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "auroc": float(roc_auc_score(truth, scores)) if 0 < truth.sum() < len(truth) else None,
+        "auroc": auroc(truth, scores) if 0 < truth.sum() < len(truth) else None,
         "per_kind": per_kind,
         "normal_specificity": float(np.mean(normal_hits)) if normal_hits else None,
         "threshold": threshold,
@@ -99,7 +106,10 @@ def train(
     version: int = 1,
     seed: int = 0,
     geometry: model.Geometry = model.DEFAULT_GEOMETRY,
+    progress: Progressed | None = None,
 ) -> dict:
+    """`progress(phase, done, total)` hears each step (a project's training job reports it)."""
+    step = progress or (lambda phase, done, total: None)
     data = ds.load(root, seed)
     reports.mkdir(parents=True, exist_ok=True)
     image_size = list(Image.open(data.train[0].path).size)
@@ -111,21 +121,27 @@ def train(
     with Progress(TextColumn("[bold]calibrating the normal spread"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=Console(stderr=True)) as bar:  # fmt: skip
         task = bar.add_task("calibrate", total=len(normal))
-        fitted = model.fit(
-            _inputs(normal, roi, image_size), geometry, lambda i, n: bar.update(task, completed=i, total=n)
-        )
+
+        def calibrated(i: int, n: int) -> None:
+            bar.update(task, completed=i, total=n)
+            step("calibrating the normal spread", i, n)
+
+        step("learning normal patches", 0, len(normal))
+        fitted = model.fit(_inputs(normal, roi, image_size), geometry, calibrated)
     scorer = model.Scorer(fitted)
     anomaly_scores = scorer.score(_inputs(anomalous, roi, image_size))[0] if anomalous else np.array([])
     threshold = model.choose_threshold(fitted.normal_scores, anomaly_scores)
     spread = float(np.std(np.concatenate([fitted.normal_scores, anomaly_scores])) or 1.0)
     log(f"threshold {threshold:.3f} (normal LOO max {fitted.normal_scores.max():.3f})")
     log(f"scoring {len(data.test)} test images")
+    step("scoring the test images", 0, len(data.test))
     scores, maps = scorer.score(_inputs(data.test, roi, image_size))
     result = metrics(data.test, scores, threshold) | {"n_train": n_train, "n_test": n_test, "roi": roi}
     gallery(data.test, scores, maps, threshold, reports / "gallery.png")
     (reports / "metrics.json").write_text(json.dumps(result, indent=2))
     print_table(result)
 
+    step("exporting", len(data.test), len(data.test))
     version_dir = modeldir.fresh_version(out, version)
     scorer.export(version_dir)
     preprocess = Path(__file__).with_name("preprocess.py")
@@ -157,9 +173,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fast", action="store_true", help="coarser patch grid: ~5x faster, less accurate (tests)")
+    p.add_argument("--status", type=Path, help="write progress and the outcome here, as JSON (a project's job)")
     args = p.parse_args(argv)
     geometry = model.Geometry.fast() if args.fast else model.DEFAULT_GEOMETRY
+    status = TrainingStatus(args.status) if args.status else None
     try:
-        train(args.dataset, args.out, args.reports, args.roi, args.version, args.seed, geometry)
+        result = train(args.dataset, args.out, args.reports, args.roi, args.version, args.seed, geometry,
+                       status.progress if status else None)  # fmt: skip
     except ds.DatasetError as exc:
+        if status:
+            status.failed(str(exc))
         raise SystemExit(f"sagestack anomaly train: {exc}") from None
+    except BaseException as exc:
+        if status:
+            status.failed(f"{type(exc).__name__}: {exc}")
+        raise
+    if status:
+        status.trained(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -89,10 +89,11 @@ class ModelStore:
             for name, cfg in wanted.items():
                 kind, base = cfg.model_platform or self.default_kind, Path(cfg.base_path)
                 known = self.models.get(name)
+                chosen = select_versions(version_dirs(base), cfg.model_version_policy)
                 if known is not None and (known.kind, known.base_path) == (kind, base):
+                    self._refresh_versions(known, chosen)
                     continue
                 model = Model(name, kind, base)
-                chosen = select_versions(version_dirs(base), cfg.model_version_policy)
                 for version, path in sorted(chosen.items()):
                     model.versions[version] = ModelVersion(version, path)
                 if known is None:
@@ -102,6 +103,19 @@ class ModelStore:
                 self.models[name] = model
                 if not chosen:
                     log(f"model '{name}': no numeric version directory under {base}")
+
+    def _refresh_versions(self, model: Model, chosen: dict[int, Path]) -> None:
+        """A model that stays: versions added to its folder since load (loaded and warmed first), and versions taken
+        away, as TF Serving's file-system poll sees them. The versions that stay are left as they are."""
+        versions = {v: mv for v, mv in model.versions.items() if v in chosen}
+        for version, path in sorted(chosen.items()):
+            if version not in versions:
+                versions[version] = mv = ModelVersion(version, path)
+                self._load(model, mv)
+        gone = sorted(set(model.versions) - set(versions))
+        model.versions = versions  # one swap: readers see the old or the new set; in-flight calls keep theirs
+        for version in gone:
+            log(f"model '{model.name}' version {version} unloaded")
 
     def _load(self, model: Model, mv: ModelVersion) -> None:
         name = model.name

@@ -19,12 +19,18 @@ from anomaly.preprocess import INPUT_SIZE, to_input
 from handler_kit import UnsupportedType, decode_image, json_response
 from PIL import Image
 
-CONFIG = json.loads(Path(__file__).with_name("config.json").read_text())
+CONFIG_FILE = Path(__file__).with_name("config.json")
 IMAGE_TYPES = ("image/png", "image/jpeg", "application/x-image")
+_config: dict = {"stamp": None, "versions": {}}
 
 
 def _version(context) -> dict:
-    return CONFIG["versions"][str(context.model_version)]
+    """The served version's threshold, ROI and size. A project's version started at run time adds itself to
+    config.json (models.anomaly.projects), so the file is read again whenever it changes."""
+    stamp = CONFIG_FILE.stat().st_mtime_ns
+    if stamp != _config["stamp"]:
+        _config.update(stamp=stamp, versions=json.loads(CONFIG_FILE.read_text())["versions"])
+    return _config["versions"][str(context.model_version)]
 
 
 def input_handler(data, context):
