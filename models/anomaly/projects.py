@@ -3,8 +3,8 @@
 A project is a folder under SAGESTACK_PROJECTS_DIR:
 ```
 <project>/project.json                    name, creation time, region of interest, frame size
-<project>/dataset/{normal,anomaly}/*.png  the images, cropped to the ROI when they were added (a Lookout data set:
-<project>/dataset/manifest.json           labels from folder names, defect kinds in the manifest; models.anomaly.dataset)
+<project>/dataset/{normal,anomaly}/*.png  the images, cropped to the ROI when added (models.anomaly.dataset's format:
+<project>/dataset/manifest.json           labels from folder names, defect kinds in the manifest)
 <project>/models/<v>/status.json          the training job's state and progress (TrainingStatus), and its pid
 <project>/models/<v>/model/               what `sagestack anomaly train` exported; metrics.json, gallery.png beside it
 <project>/models/<v>/hosting.json         where a started version serves: {"Model": "anomaly", "Version": N}
@@ -205,11 +205,12 @@ class Projects:
             status.update(ModelVersion=str(version), CreationTimestamp=time.time(), Fast=fast)
             status.progress("starting", 0, counts["normal"])
             command = [sys.executable, "-m", "models.anomaly.train", str(self.root / name / "dataset"),
-                       "--out", str(folder / "model"), "--reports", str(folder), "--status", str(status.path)]  # fmt: skip
-            env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+                       "--out", str(folder / "model"), "--reports", str(folder), "--status", str(status.path),
+                       *(["--fast"] if fast else [])]  # fmt: skip
+            path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
             with open(folder / "training.log", "wb") as job_log:
-                job = subprocess.Popen([*command, *(["--fast"] if fast else [])], stdout=job_log,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=folder)  # fmt: skip
+                job = subprocess.Popen(command, stdout=job_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=os.environ | {"PYTHONPATH": path}, cwd=folder)  # fmt: skip
             status.update(Pid=job.pid)
             threading.Thread(target=job.wait, name=f"train-{name}-{version}", daemon=True).start()  # reaps it
         return self.model(name, version)
