@@ -370,20 +370,288 @@ function agreement(reference, candidate) {
 }
 
 // ---------------------------------------------------------------- anomaly
+// As the Lookout for Vision PoC kit's page: Configuration (camera or file, the ROI), Training (a labelled data set
+// in a project, then a training job with progress) and Inference (start a trained version, detect on a capture).
+
+const enc = encodeURIComponent;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function anomalyPanel(section, model) {
   const canvas = role(section, "canvas");
-  let bitmap = null;
+  const video = role(section, "video");
+  const roiInputs = [...section.querySelectorAll("[data-roi]")];
+  const state = { bitmap: null, stream: null, timer: null, drag: null, described: null };
+  const summary = (text) => { role(section, "summary").textContent = text; };
   const source = fileSource(section, model, [".png", ".jpg", ".jpeg"], async (file) => {
-    bitmap = await drawImage(canvas, file);
-    role(section, "summary").textContent = `${file.name}: ${bitmap.width}x${bitmap.height}`;
+    stopCamera();
+    state.bitmap = await drawImage(canvas, file);
+    summary(`${file.name}: ${state.bitmap.width}x${state.bitmap.height}`);
+    drawRoi();
   });
-  role(section, "run").addEventListener("click", () => act(section, async () => {
-    if (!source.file) throw new Error("choose an image first (a file, a drop or a sample)");
-    const { response, ms } = await invoke(model, source.file, contentTypeOf(source.file));
-    const answer = await response.json();
+
+  const tabs = [...section.querySelectorAll(".subtabs button")];
+  const show = (name) => {
+    for (const b of tabs) b.classList.toggle("active", b.dataset.tab === name);
+    for (const body of section.querySelectorAll("[data-tab-body]")) body.hidden = body.dataset.tabBody !== name;
+    section.dataset.tab = name;
+  };
+  for (const b of tabs) b.addEventListener("click", () => show(b.dataset.tab));
+  show("configuration");
+
+  // ---- the image: the camera (getUserMedia), a file, a drop or a sample
+  function stopCamera() {
+    if (!state.stream) return;
+    for (const track of state.stream.getTracks()) track.stop();
+    clearInterval(state.timer);
+    state.stream = null;
+    video.srcObject = null;
+  }
+  role(section, "camera").addEventListener("click", () => act(section, async () => {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      throw new Error("this page has no camera access here (browsers allow it on https or localhost): upload a file");
+    }
+    stopCamera();
+    state.stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+    video.srcObject = state.stream;
+    await video.play();
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    state.bitmap = null;
+    state.timer = setInterval(() => { canvas.getContext("2d").drawImage(video, 0, 0); drawRoi(false); }, 100);
+    summary(`camera: ${video.videoWidth}x${video.videoHeight}`);
+  }));
+  async function frame() {
+    if (state.stream) {
+      const still = document.createElement("canvas");
+      still.width = video.videoWidth;
+      still.height = video.videoHeight;
+      still.getContext("2d").drawImage(video, 0, 0);
+      const blob = await new Promise((resolve) => still.toBlob(resolve, "image/png"));
+      return new File([blob], "camera.png", { type: "image/png" });
+    }
+    if (!source.file) throw new Error("choose an image first (the camera, a file, a drop or a sample)");
+    return source.file;
+  }
+
+  // ---- the region of interest
+  const readRoi = () => {
+    const values = roiInputs.map((i) => i.value.trim());
+    if (values.every((v) => v === "")) return null;
+    if (values.some((v) => !/^\d+$/.test(v))) throw new Error("the ROI is four whole numbers: x, y, width, height");
+    return values.map(Number);
+  };
+  const setRoi = (roi) => roiInputs.forEach((input, i) => { input.value = roi ? roi[i] : ""; });
+  function drawRoi(repaint = true) {
     const ctx = canvas.getContext("2d");
-    ctx.drawImage(bitmap, 0, 0);
+    if (repaint && state.bitmap && !state.stream) ctx.drawImage(state.bitmap, 0, 0);
+    let roi = null;
+    try { roi = readRoi(); } catch (_) { return; }
+    if (!roi) return;
+    ctx.save();
+    ctx.setLineDash([6, 4]);
+    ctx.strokeStyle = "#facc15";
+    ctx.lineWidth = 2;
+    ctx.strokeRect(...roi);
+    ctx.restore();
+  }
+  const pixel = (e) => {
+    const box = canvas.getBoundingClientRect();
+    return [Math.round((e.clientX - box.left) * canvas.width / box.width),
+      Math.round((e.clientY - box.top) * canvas.height / box.height)];
+  };
+  canvas.addEventListener("mousedown", (e) => { if (section.dataset.tab === "configuration") state.drag = pixel(e); });
+  canvas.addEventListener("mousemove", (e) => {
+    if (!state.drag) return;
+    const [x, y] = pixel(e);
+    const [x0, y0] = state.drag;
+    setRoi([Math.min(x, x0), Math.min(y, y0), Math.abs(x - x0), Math.abs(y - y0)]);
+    drawRoi();
+  });
+  window.addEventListener("mouseup", () => { state.drag = null; });
+  for (const input of roiInputs) input.addEventListener("input", () => drawRoi());
+  const putRoi = (roi) => api(`/projects/${enc(needProject())}/roi`, {
+    method: "PUT", body: JSON.stringify({ Roi: roi }), headers: { "Content-Type": "application/json" },
+  });
+  role(section, "apply-roi").addEventListener("click", () => act(section, async () => {
+    const roi = readRoi();
+    await putRoi(roi);
+    await describe();
+    summary(roi ? `project ${needProject()}: images are cropped to ${roi.join(", ")} (x, y, w, h)` : "no ROI");
+  }));
+  role(section, "reset-roi").addEventListener("click", () => act(section, async () => {
+    setRoi(null);
+    drawRoi();
+    await putRoi(null);
+    await describe();
+  }));
+
+  // ---- projects: /projects (SAGESTACK_PROJECTS_DIR)
+  const projectSelect = role(section, "project");
+  function needProject() {
+    if (!projectSelect.value) throw new Error("create or choose a project first");
+    return projectSelect.value;
+  }
+  async function listProjects(chosen) {
+    let listed;
+    try {
+      listed = (await (await api("/projects")).response.json()).Projects;
+    } catch (error) {
+      role(section, "projects").querySelector("legend").textContent =
+        "Project (the project API is off here: the stack needs SAGESTACK_PROJECTS_DIR)";
+      return;
+    }
+    projectSelect.innerHTML = `<option value="">(none)</option>` + listed.map((p) =>
+      `<option value="${escapeHtml(p.ProjectName)}">${escapeHtml(p.ProjectName)}</option>`).join("");
+    projectSelect.value = chosen || (listed[0] ? listed[0].ProjectName : "");
+    await describe();
+  }
+  projectSelect.addEventListener("change", () => act(section, describe));
+  role(section, "create").addEventListener("click", () => act(section, async () => {
+    const name = role(section, "project-name").value.trim();
+    await api("/projects", {
+      method: "POST", body: JSON.stringify({ ProjectName: name }), headers: { "Content-Type": "application/json" },
+    });
+    await listProjects(name);
+    summary(`project ${name} created`);
+  }));
+
+  async function describe() {
+    const name = projectSelect.value;
+    state.described = null;
+    role(section, "dataset").hidden = true;
+    if (!name) return;
+    const doc = await (await api(`/projects/${enc(name)}`)).response.json();
+    state.described = doc;
+    if (doc.Roi) setRoi(doc.Roi);
+    const counts = doc.Dataset.Counts;
+    const needed = doc.Dataset.MinimumCounts;
+    role(section, "counts").tBodies[0].innerHTML = ["normal", "anomaly"].map((label) =>
+      `<tr data-label="${label}"><td>${label}</td><td>${counts[label]}</td><td>${needed[label]}</td></tr>`).join("");
+    section.dataset.counts = JSON.stringify(counts);
+    const last = doc.Dataset.Last;
+    if (last) {
+      const { response } = await api(`/projects/${enc(name)}/images/${last.Label}/${last.File}`);
+      role(section, "last").src = URL.createObjectURL(await response.blob());
+      role(section, "last-caption").textContent = `last added: ${last.Label}/${last.File}` +
+        (last.Kind ? ` (${last.Kind})` : "") + `, ${last.Size.join("x")}`;
+      role(section, "dataset").hidden = false;
+    }
+    const select = role(section, "version");
+    const kept = select.value;
+    select.innerHTML = `<option value="">the served ${escapeHtml(model)} (its default version)</option>` +
+      doc.Models.map((m) => `<option value="${m.ModelVersion}">${escapeHtml(name)} version ${m.ModelVersion}: ` +
+        `${m.Status}${m.Hosting ? ` (as ${escapeHtml(m.Hosting.Model)} version ${m.Hosting.Version})` : ""}</option>`)
+        .join("");
+    if (doc.Models.some((m) => m.ModelVersion === kept)) select.value = kept;
+    const shown = doc.Models.find((m) => m.ModelVersion === select.value) ||
+      [...doc.Models].reverse().find((m) => m.Performance);
+    if (shown) await showEvaluation(name, shown);
+  }
+  const chosenVersion = () => state.described && state.described.Models.find(
+    (m) => m.ModelVersion === role(section, "version").value);
+  role(section, "version").addEventListener("change", () => act(section, async () => {
+    const chosen = chosenVersion();
+    if (chosen) await showEvaluation(needProject(), chosen);
+  }));
+
+  // ---- training
+  async function addImage(label, file) {
+    const kind = role(section, "kind").value.trim();
+    const query = label === "anomaly" && kind ? `?kind=${enc(kind)}` : "";
+    await api(`/projects/${enc(needProject())}/images/${label}${query}`, {
+      method: "POST", body: file, headers: { "Content-Type": contentTypeOf(file) },
+    });
+  }
+  for (const label of ["normal", "anomaly"]) {
+    role(section, `add-${label}`).addEventListener("click", () => act(section, async () => {
+      await addImage(label, await frame());
+      await describe();
+    }));
+    const upload = role(section, `upload-${label}`);
+    upload.addEventListener("change", () => act(section, async () => {
+      const files = [...upload.files];
+      for (const [i, file] of files.entries()) {
+        summary(`adding ${file.name} to ${label} (${i + 1} of ${files.length})`);
+        await addImage(label, file);
+      }
+      upload.value = "";
+      await describe();
+      summary(`${files.length} images added to ${label}`);
+    }));
+  }
+  role(section, "train").addEventListener("click", () => act(section, async () => {
+    const name = needProject();
+    const { response } = await api(`/projects/${enc(name)}/models`, {
+      method: "POST", body: JSON.stringify({ Fast: role(section, "fast").checked }),
+      headers: { "Content-Type": "application/json" },
+    });
+    let job = (await response.json()).ModelMetadata;
+    const bar = role(section, "progress");
+    bar.hidden = false;
+    while (job.Status === "TRAINING") {
+      const p = job.Progress || {};
+      bar.value = p.Total ? p.Done / p.Total : 0;
+      summary(`training ${name} version ${job.ModelVersion}: ${job.StatusMessage} (${p.Done || 0} of ${p.Total || "?"})`);
+      await sleep(1000);
+      job = (await (await api(`/projects/${enc(name)}/models/${job.ModelVersion}`)).response.json()).ModelDescription;
+    }
+    bar.hidden = true;
+    if (job.Status !== "TRAINED") throw new Error(`training version ${job.ModelVersion} failed: ${job.StatusMessage}`);
+    await describe();
+    role(section, "version").value = job.ModelVersion;
+    await showEvaluation(name, job);
+    summary(`${name} version ${job.ModelVersion} is trained: F1 ${job.Performance.F1Score.toFixed(3)}`);
+  }));
+  async function showEvaluation(name, described) {
+    const table = role(section, "evaluation");
+    const gallery = role(section, "gallery");
+    table.hidden = gallery.hidden = !described.Performance;
+    if (!described.Performance) return;
+    const perf = described.Performance;
+    const kinds = Object.entries(described.Evaluation.per_kind || {});
+    table.tHead.innerHTML = `<tr><th colspan="2">${escapeHtml(name)} version ${described.ModelVersion}, on the ` +
+      `held-out fifth (${described.Evaluation.n_test.normal} normal, ${described.Evaluation.n_test.anomaly} ` +
+      "anomalous)</th></tr>";
+    const rows = [["precision", perf.Precision], ["recall", perf.Recall], ["F1", perf.F1Score],
+      ["AUROC", perf.AUROC], ...kinds.map(([kind, v]) => [`recall: ${kind}`, v.recall])];
+    table.tBodies[0].innerHTML = rows.map(([k, v]) =>
+      `<tr><td>${escapeHtml(k)}</td><td>${v === null ? "-" : v.toFixed(3)}</td></tr>`).join("");
+    section.dataset.evaluation = JSON.stringify(perf);
+    const { response } = await api(`/projects/${enc(name)}/models/${described.ModelVersion}/gallery.png`);
+    gallery.src = URL.createObjectURL(await response.blob());
+  }
+
+  // ---- inference
+  const needVersion = () => {
+    const chosen = chosenVersion();
+    if (!chosen) throw new Error("choose a trained version of the project first");
+    return chosen;
+  };
+  for (const action of ["start", "stop"]) {
+    role(section, action).addEventListener("click", () => act(section, async () => {
+      const name = needProject();
+      const chosen = needVersion();
+      summary(`${action === "start" ? "starting" : "stopping"} ${name} version ${chosen.ModelVersion}`);
+      const { response } = await api(`/projects/${enc(name)}/models/${chosen.ModelVersion}/${action}`,
+        { method: "POST" });
+      const described = (await response.json()).ModelDescription;
+      await describe();
+      section.dataset.hosting = JSON.stringify(described.Hosting || null);
+      summary(described.Hosting ? `${name} version ${chosen.ModelVersion} is served as ${described.Hosting.Model} ` +
+        `version ${described.Hosting.Version}` : `${name} version ${chosen.ModelVersion} is stopped`);
+    }));
+  }
+  role(section, "run").addEventListener("click", () => act(section, async () => {
+    const file = await frame();
+    const chosen = chosenVersion();
+    if (chosen && !chosen.Hosting) throw new Error(`version ${chosen.ModelVersion} is ${chosen.Status}: start it first`);
+    const target = chosen ? chosen.Hosting.Model : model;
+    const attrs = chosen ? `tfs-model-version=${chosen.Hosting.Version}` : "";
+    const { response, ms } = await invoke(target, file, contentTypeOf(file), { attrs });
+    const answer = await response.json();
+    stopCamera(); // the verdict stays over the frame it is about
+    state.bitmap = await drawImage(canvas, file);
+    const ctx = canvas.getContext("2d");
     const box = answer.BoundingBox;
     if (box) {
       const mask = await createImageBitmap(await (await fetch(`data:image/png;base64,${answer.AnomalyMask}`)).blob());
@@ -395,10 +663,13 @@ function anomalyPanel(section, model) {
       ctx.strokeRect(box.Left, box.Top, box.Width, box.Height);
     }
     section.dataset.answer = JSON.stringify({ ...answer, AnomalyMask: "(png)" });
-    role(section, "summary").textContent = `${answer.IsAnomalous ? "ANOMALOUS" : "normal"}: score ` +
-      `${answer.AnomalyScore} against the threshold ${answer.Threshold} (confidence ${answer.Confidence}) in ` +
-      `${ms.toFixed(0)} ms` + (box ? `; the region ${box.Width}x${box.Height} at (${box.Left}, ${box.Top})` : "");
+    summary(`${answer.IsAnomalous ? "ANOMALOUS" : "normal"}: score ${answer.AnomalyScore} against the threshold ` +
+      `${answer.Threshold} (confidence ${answer.Confidence}) in ${ms.toFixed(0)} ms` +
+      (chosen ? ` by ${needProject()} version ${chosen.ModelVersion}` : "") +
+      (box ? `; the region ${box.Width}x${box.Height} at (${box.Left}, ${box.Top})` : ""));
   }));
+
+  listProjects();
 }
 
 function tint(mask) {
