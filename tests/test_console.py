@@ -22,7 +22,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SHOTS = ROOT / "build" / "console"
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,1100")  # fmt: skip
+                  "--window-size=1400,1100",  # and Chromium's test camera, allowed without asking:
+                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,7 @@ def model_dir(tmp_path_factory, hpt_base) -> Path:
     export_yolo(models / "yolov4", build_yolo(width=0.125, size=160, seed=4), 160)
     shutil.copytree(models / "yolov4", models / "yolov4_compiled")
     make_dataset(root / "anomaly_data", 20, 10, seed=3)
+    make_dataset(root / "project_uploads", 20, 10, seed=11)  # what a user uploads into a project from the page
     train(root / "anomaly_data", models / "anomaly", root / "reports", [16, 16, 224, 224],
           geometry=anomaly_model.Geometry.fast())  # fmt: skip
     build_credit(models / "credit_risk", root / "reports")
@@ -56,7 +58,8 @@ def model_dir(tmp_path_factory, hpt_base) -> Path:
 @pytest.fixture(scope="module")
 def stack(model_dir, tmp_path_factory):
     stack = start_stack(model_dir, tmp_path_factory.mktemp("run"), SAGESTACK_CONSOLE="true",
-                        SAGESTACK_AUTH_TOKEN=TOKEN, SAGEMAKER_TFS_DEFAULT_MODEL_NAME="half_plus_three")  # fmt: skip
+                        SAGESTACK_AUTH_TOKEN=TOKEN, SAGEMAKER_TFS_DEFAULT_MODEL_NAME="half_plus_three",
+                        SAGESTACK_PROJECTS_DIR=str(tmp_path_factory.mktemp("projects")))  # fmt: skip
     yield stack
     assert stack.stop() == 0
 
@@ -106,6 +109,17 @@ def run(browser, section, action: str = "run", timeout: float = 180) -> str:
     section.find_element("css selector", f'[data-role="{action}"]').click()
     wait_for(lambda: int(section.get_attribute("data-runs") or 0) > before, timeout, f"{action} to finish")
     return section.get_attribute("data-state")
+
+
+def subtab(section, name: str) -> None:
+    section.find_element("css selector", f'.subtabs button[data-tab="{name}"]').click()
+    assert section.get_attribute("data-tab") == name
+
+
+def type_into(section, selector: str, text: str) -> None:
+    field = section.find_element("css selector", selector)
+    field.clear()
+    field.send_keys(text)
 
 
 def pick_sample(browser, section, name: str) -> None:
@@ -168,6 +182,7 @@ def test_yolov4_draws_the_apis_boxes_and_compares_the_compiled_twin(browser, sta
 def test_anomaly_shows_the_verdict_and_score_the_api_gives(browser, stack):
     section = open_panel(browser, "anomaly")
     pick_sample(browser, section, "scratch.png")
+    subtab(section, "inference")
     assert run(browser, section) == "done", error_text(section)
     shown = json.loads(section.get_attribute("data-answer"))
     api = invoke(stack, "anomaly", sample_bytes(stack, "anomaly", "scratch.png"), "image/png").json()
@@ -176,11 +191,78 @@ def test_anomaly_shows_the_verdict_and_score_the_api_gives(browser, stack):
     browser.save_screenshot(str(SHOTS / "anomaly.png"))
 
 
+def create_project(browser, section, name: str) -> None:
+    wait_for(lambda: section.find_elements("css selector", '[data-role="project"] option'), what="the project list")
+    type_into(section, '[data-role="project-name"]', name)
+    assert run(browser, section, "create") == "done", error_text(section)
+
+
+def set_roi(browser, section, roi: list[int]) -> None:
+    for i, value in enumerate(roi):
+        type_into(section, f'[data-roi="{i}"]', str(value))
+    assert run(browser, section, "apply-roi") == "done", error_text(section)
+
+
+def test_anomaly_a_project_trained_and_started_from_the_page_shows_its_mask(browser, stack, model_dir):
+    """The Lookout PoC flow: a project, its ROI, 20 normal + 10 anomalous uploads, training with progress, then
+    the trained version started (no restart) and run on a new image, as the API answers it."""
+    from selenium.webdriver.support.ui import Select
+
+    uploads = model_dir.parent / "project_uploads"
+    section = open_panel(browser, "anomaly")
+    create_project(browser, section, "boards")
+    set_roi(browser, section, [16, 16, 224, 224])
+    subtab(section, "training")
+    for label in ("normal", "anomaly"):
+        before = int(section.get_attribute("data-runs"))
+        files = "\n".join(str(f) for f in sorted((uploads / label).iterdir()))
+        section.find_element("css selector", f'[data-role="upload-{label}"]').send_keys(files)
+        wait_for(lambda n=before: int(section.get_attribute("data-runs")) > n, what=f"the {label} uploads")
+        assert section.get_attribute("data-state") == "done", error_text(section)
+    assert json.loads(section.get_attribute("data-counts")) == {"normal": 20, "anomaly": 10}
+    assert "224x224" in section.find_element("css selector", '[data-role="last-caption"]').text
+    section.find_element("css selector", '[data-role="fast"]').click()
+    assert run(browser, section, "train", timeout=400) == "done", error_text(section)
+    evaluation = json.loads(section.get_attribute("data-evaluation"))
+    described = requests.get(f"{stack.url}/projects/boards/models/1", headers=AUTH, timeout=10).json()
+    assert evaluation == described["ModelDescription"]["Performance"]
+    browser.save_screenshot(str(SHOTS / "anomaly_training.png"))
+
+    subtab(section, "inference")
+    Select(section.find_element("css selector", '[data-role="version"]')).select_by_value("1")
+    assert run(browser, section, "start") == "done", error_text(section)
+    hosting = json.loads(section.get_attribute("data-hosting"))
+    assert hosting["Model"] == "anomaly" and hosting["Version"] == 2
+    pick_sample(browser, section, "scratch.png")
+    assert run(browser, section) == "done", error_text(section)
+    shown = json.loads(section.get_attribute("data-answer"))
+    api = invoke(stack, "anomaly", sample_bytes(stack, "anomaly", "scratch.png"), "image/png",
+                 "tfs-model-version=2").json()  # fmt: skip
+    assert shown["IsAnomalous"] and shown["BoundingBox"] == api["BoundingBox"]
+    assert shown["AnomalyScore"] == api["AnomalyScore"] and shown["Threshold"] == api["Threshold"]
+    browser.save_screenshot(str(SHOTS / "anomaly_inference.png"))
+    assert run(browser, section, "stop") == "done", error_text(section)  # the served model as it was
+
+
+def test_anomaly_the_camera_feeds_the_roi_tool_and_the_training_set(browser, stack):
+    section = open_panel(browser, "anomaly")
+    create_project(browser, section, "camera")
+    assert run(browser, section, "camera") == "done", error_text(section)
+    assert section.find_element("css selector", '[data-role="summary"]').text.startswith("camera: ")
+    set_roi(browser, section, [10, 10, 100, 80])
+    subtab(section, "training")
+    assert run(browser, section, "add-normal") == "done", error_text(section)
+    assert json.loads(section.get_attribute("data-counts")) == {"normal": 1, "anomaly": 0}
+    assert "normal/00001.png, 100x80" in section.find_element("css selector", '[data-role="last-caption"]').text
+    browser.save_screenshot(str(SHOTS / "anomaly_camera.png"))
+
+
 def test_a_bad_file_shows_the_apis_error_beside_the_input(browser, stack, tmp_path):
     section = open_panel(browser, "anomaly")
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"not an image at all")
     section.find_element("css selector", '[data-role="file"]').send_keys(str(bad))
+    subtab(section, "inference")
     state = run(browser, section)
     api = invoke(stack, "anomaly", bad.read_bytes(), "image/png")
     assert state == "error" and 400 <= api.status_code < 500
