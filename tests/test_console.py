@@ -15,6 +15,7 @@ import requests
 import torch
 
 from bench.stack import ROOT, start_stack
+from models.music_transformer.synth import RELEASE
 
 pytestmark = pytest.mark.stack
 TOKEN = "console-test-token"
@@ -143,9 +144,9 @@ def sample_bytes(stack, model: str, name: str) -> bytes:
     return r.content
 
 
-def invoke(stack, model: str, body: bytes, content_type: str, attrs: str = "") -> requests.Response:
+def invoke(stack, model: str, body: bytes, content_type: str, attrs: str = "", accept: str = "application/json"):
     custom = f"tfs-model-name={model}" + (f",{attrs}" if attrs else "")
-    headers = {**AUTH, "Content-Type": content_type, "X-Amzn-SageMaker-Custom-Attributes": custom}
+    headers = {**AUTH, "Content-Type": content_type, "Accept": accept, "X-Amzn-SageMaker-Custom-Attributes": custom}
     return requests.post(stack.url + "/invocations", data=body, headers=headers, timeout=120)
 
 
@@ -298,6 +299,12 @@ def test_music_streams_the_extension_into_a_piano_roll_with_a_midi_download(brow
     assert shown["notes"] >= shown["added_notes"] >= 0 and shown["notes"] > 0
     link = section.find_element("css selector", '[data-role="download"]')
     assert link.is_displayed() and link.get_attribute("href").startswith("blob:")
+    assert run(browser, section, "play") == "done", error_text(section)
+    attrs = "extension_duration=2,temperature=0.95,max_notes=400,max_polyphony=6,seed=0"
+    melody = sample_bytes(stack, "music_transformer", "twinkle_twinkle.mid")
+    notes = invoke(stack, "music_transformer", melody, "audio/midi", attrs, "application/json").json()["notes"]
+    played = float(section.get_attribute("data-audio-seconds"))  # what the browser decoded from the WAV
+    assert played == pytest.approx(max(n["end"] for n in notes) + RELEASE, abs=0.01)
     browser.save_screenshot(str(SHOTS / "music_transformer.png"))
 
 

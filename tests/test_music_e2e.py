@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import wave
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
+import numpy as np
 import pytest
 import requests
 import torch
 
 from bench.stack import start_stack
+from models.music_transformer import synth
 from models.music_transformer.build import export
 from models.music_transformer.melodies import melody
 from models.music_transformer.model import Config, MusicTransformer, save
@@ -63,6 +67,19 @@ def test_json_body_and_json_answer_are_deterministic(stack):
     assert len(out["tokens"]) == len(out["events"]) and out["parameters"]["seed"] == 11
     again = requests.post(stack.url + "/invocations", json=body, headers={"Accept": "application/json"}, timeout=120)
     assert again.json()["tokens"] == out["tokens"]
+
+
+def test_wav_is_the_same_extension_rendered_as_sound(stack):
+    attrs = "tfs-model-name=music_transformer,extension_duration=3,seed=7"
+    r = post(stack, TWINKLE, attrs=attrs, accept="audio/wav")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "audio/wav"
+    notes = post(stack, TWINKLE, attrs=attrs, accept="application/json").json()["notes"]
+    with wave.open(io.BytesIO(r.content)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, synth.RATE)
+        seconds = w.getnframes() / w.getframerate()
+        samples = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    assert seconds == pytest.approx(max(n["end"] for n in notes) + synth.RELEASE, abs=1e-3)
+    assert np.abs(samples).max() > 3000  # sound, not silence
 
 
 def test_piano_roll_png(stack):

@@ -2,7 +2,7 @@
 
 Copies the trained weights (the committed models/music_transformer/weights/music_transformer.pt by
 default) to <out>/1/model.pt with metadata naming the music runtime, and the handlers with the
-torch-free modules they need (tokenizer, parameters, piano roll) to <out>/code/.
+torch-free modules they need (tokenizer, parameters, piano roll, synth) to <out>/code/.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ LIB = [
     HERE / "tokens.py",
     HERE / "params.py",
     HERE / "pianoroll.py",
+    HERE / "synth.py",
 ]  # torch-free, shipped as code/lib/music_transformer
 
 

@@ -742,11 +742,25 @@ function musicPanel(section, model) {
   const source = fileSource(section, model, [".mid", ".midi"], (file) => {
     role(section, "summary").textContent = `${file.name} (${file.size} bytes)`;
   });
-  role(section, "run").addEventListener("click", () => act(section, async () => {
+  const params = () => {
     if (!source.file) throw new Error("choose a MIDI file first (a file or a sample)");
-    const params = [...section.querySelectorAll("[data-param]")].map((e) => `${e.dataset.param}=${e.value}`);
+    return [...section.querySelectorAll("[data-param]")].map((e) => `${e.dataset.param}=${e.value}`).join(",");
+  };
+  // Browsers play no MIDI: the handler renders the same extension (the same seed) as a WAV.
+  role(section, "play").addEventListener("click", () => act(section, async () => {
+    const { response, ms } = await invoke(model, source.file, "audio/midi",
+      { accept: "audio/wav", attrs: params() });
+    const audio = role(section, "audio");
+    audio.src = URL.createObjectURL(await response.blob());
+    audio.hidden = false;
+    await new Promise((resolve) => { audio.onloadedmetadata = resolve; });
+    section.dataset.audioSeconds = String(audio.duration);
+    role(section, "summary").textContent = `${audio.duration.toFixed(2)} s of sound, rendered in ${ms.toFixed(0)} ms`;
+    audio.play().catch(() => { /* autoplay refused: the controls play it */ });
+  }));
+  role(section, "run").addEventListener("click", () => act(section, async () => {
     const { response } = await invoke(model, source.file, "audio/midi",
-      { accept: "application/jsonlines", attrs: params.join(",") });
+      { accept: "application/jsonlines", attrs: params() });
     const added = [];
     let last = null;
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();

@@ -3,8 +3,9 @@
 Takes audio/midi (parameters as custom attributes, `temperature=1.1,max_notes=50`) or application/json
 `{"midi": <base64>, "temperature": .., ...}`. Parameters are DeepComposer's (see music_transformer.params): a bad
 one is a 400 naming it, checked here before the runtime runs the whole generation loop in one
-Predict call. Accept: audio/midi (default), application/json (notes and tokens), image/png (a piano roll), or
-application/jsonlines, which streams: a line per note as the runtime samples it (PredictStream), then the MIDI.
+Predict call. Accept: audio/midi (default), application/json (notes and tokens), image/png (a piano roll), audio/wav
+(the melody rendered to sound, which browsers play), or application/jsonlines, which streams: a line per note as the
+runtime samples it (PredictStream), then the MIDI.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from handler_kit import UnsupportedType, json_body, json_response, model_attributes, negotiate
 from music_transformer.params import ParameterError, as_tensors, parse
 from music_transformer.pianoroll import piano_roll_png
+from music_transformer.synth import wav_bytes
 from music_transformer.tokens import (
     STEPS_PER_SECOND,
     TIME_SHIFT,
@@ -35,7 +37,8 @@ from music_transformer.tokens import (
 
 MIDI_TYPES = ("audio/midi", "audio/x-midi", "audio/mid")
 JSONLINES = "application/jsonlines"
-RESPONSE_TYPES = ("audio/midi", "application/json", "image/png", JSONLINES)
+WAV = "audio/wav"
+RESPONSE_TYPES = ("audio/midi", "application/json", "image/png", WAV, "audio/x-wav", "audio/wave", JSONLINES)
 
 
 def _request(body: bytes, context) -> tuple[bytes, dict]:
@@ -104,6 +107,8 @@ def _answer(tokens: list[int], generated: list[int], params, accept: str):
     added = [n for n in notes if n.start >= boundary]
     if accept == "image/png":
         return piano_roll_png(given, added, f"input + {params.extension_duration:g} s extension"), "image/png"
+    if accept in (WAV, "audio/x-wav", "audio/wave"):
+        return wav_bytes(notes), WAV
     if accept == "application/json":
         return json_response(
             {
