@@ -20,7 +20,7 @@ from pathlib import Path
 METADATA = Path("compiled") / "metadata.json"
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # what a served model may be called
 HANDLER_KIT = Path(__file__).with_name("handler_kit.py")
-SAMPLES = "samples"  # code/samples/: the model's sample requests
+SAMPLES = "samples"  # code/samples/: the model's sample requests, and figures of its training a person looks at
 SAMPLE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[a-z0-9]{1,8}")
 
 

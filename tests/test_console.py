@@ -285,7 +285,41 @@ def test_credit_risk_scores_the_prefilled_application_and_a_csv(browser, stack, 
     section.find_element("css selector", '[data-role="file"]').send_keys(str(csv))
     wait_for(lambda: int(section.get_attribute("data-runs")) > before, what="the CSV to be scored")
     assert len(section.find_elements("css selector", '[data-role="batch"] tbody tr')) == 5, error_text(section)
+    report = json.loads(sample_bytes(stack, "credit_risk", "bias.json"))
+    assert json.loads(section.get_attribute("data-bias")) == report["metrics"]  # the training report's bias
+    assert section.find_element("css selector", '[data-role="bias"]').is_displayed()
     browser.save_screenshot(str(SHOTS / "credit_risk.png"))
+    assert run(browser, section, "explain") == "error"  # this stack has no ExplainerConfig, and says so
+    assert "no ExplainerConfig" in error_text(section)
+
+
+def test_credit_risk_explains_a_decision_where_an_explainer_is_configured(browser, stack, model_dir, tmp_path):
+    """Clarify's online explanations (SAGESTACK_ENDPOINT_CONFIG with an ExplainerConfig), as the API gives them."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "credit_risk").symlink_to(model_dir / "credit_risk")
+    config = ROOT / "examples" / "credit_risk_explained.json"
+    explained = start_stack(tmp_path / "model", tmp_path / "run", SAGESTACK_CONSOLE="true",
+                            SAGESTACK_ENDPOINT_CONFIG=str(config))  # fmt: skip
+    try:
+        browser.get(explained.url + "/console/")
+        section = open_panel(browser, "credit_risk")
+        wait_for(lambda: len(section.find_elements("css selector", "form input")) >= 10, what="the prefilled form")
+        assert run(browser, section, "explain") == "done", error_text(section)
+        shown = json.loads(section.get_attribute("data-explanation"))
+        record = json.loads(sample_bytes(stack, "credit_risk", "application.json"))["instances"][0]
+        headers = {"Content-Type": "text/csv", "Accept": "text/csv", "X-Amzn-SageMaker-Enable-Explanations": "`true`"}
+        api = requests.post(explained.url + "/invocations", data=",".join(map(str, record.values())) + "\n",
+                            headers=headers, timeout=120).json()  # fmt: skip
+        expected = [
+            [f["feature_header"], f["attributions"][0]["attribution"][0]] for f in api["explanations"]["kernel_shap"][0]
+        ]
+        assert shown == expected and len(shown) == 20
+        rows = section.find_elements("css selector", '[data-role="explanation"] tbody tr')
+        assert len(rows) == 20
+        browser.save_screenshot(str(SHOTS / "credit_risk_explained.png"))
+    finally:
+        browser.get(stack.url + "/console/")
+        assert explained.stop() == 0
 
 
 def test_music_streams_the_extension_into_a_piano_roll_with_a_midi_download(browser, stack):

@@ -89,7 +89,11 @@ def _build(progress: Steps, out: Path, reports: Path, flow_path: Path, version: 
 
     def export() -> None:
         export_saved_model(weights, b, modeldir.fresh_version(out, version))
-        code = modeldir.export_code(out, "credit_risk", SERVING / "inference.py", samples=samples())
+        bias_report = {"facet": FACET, "disadvantaged": FACET_DISADVANTAGED, "metrics": metrics,
+                       "explanations": {k: bias.EXPLANATIONS[k] for k in metrics}}  # fmt: skip
+        shown = samples() | {"bias_sex.png": images["bias"].read_bytes(),
+                             "bias.json": json.dumps(bias_report, indent=1).encode()}  # the console shows them  # fmt: skip
+        code = modeldir.export_code(out, "credit_risk", SERVING / "inference.py", samples=shown)
         shutil.copy(flow_path, code / "flow.json")
         fitted.export(code / "lib" / "credit_risk" / "prep.py")  # the fitted flow, as the package's prep module
         (code / "flow_state.json").write_text(fitted.state_json())

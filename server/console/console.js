@@ -722,6 +722,36 @@ async function creditPanel(section, model) {
     role(section, "summary").textContent = `${prediction.label}: probability of high risk ` +
       `${(100 * prediction.probability_high_risk).toFixed(1)}% (${ms.toFixed(0)} ms)`;
   }));
+  role(section, "explain").addEventListener("click", () => act(section, async () => {
+    const record = read();
+    const row = Object.values(record).map((v) => (/[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : v));
+    const { response, ms } = await api("/invocations", {
+      method: "POST", body: row.join(",") + "\n",
+      headers: { "Content-Type": "text/csv", Accept: "text/csv", "X-Amzn-SageMaker-Enable-Explanations": "`true`",
+        "X-Amzn-SageMaker-Custom-Attributes": `tfs-model-name=${model}` },
+    });
+    const text = await response.text();
+    let doc = null;
+    try { doc = JSON.parse(text); } catch (_) { /* a plain CSV answer: no explainer */ }
+    if (!doc || !doc.explanations || !doc.explanations.kernel_shap) {
+      throw new Error(`this endpoint explains nothing for ${model}: it has no ExplainerConfig (serve with ` +
+        `SAGESTACK_ENDPOINT_CONFIG=examples/credit_risk_explained.json); its plain answer was ${text.trim()}`);
+    }
+    const features = doc.explanations.kernel_shap[0].map((f) => [f.feature_header, f.attributions[0].attribution[0]]);
+    const widest = Math.max(...features.map(([, phi]) => Math.abs(phi)), 1e-9);
+    const table = role(section, "explanation");
+    table.hidden = false;
+    table.tBodies[0].innerHTML = [...features].sort((a, b) => Math.abs(b[1]) - Math.abs(a[1])).map(([name, phi]) =>
+      `<tr><td>${escapeHtml(name)}</td><td>${escapeHtml(String(record[name] ?? ""))}</td><td>${phi.toFixed(4)}</td>` +
+      `<td><span class="bar ${phi >= 0 ? "up" : "down"}" style="width:${(6 * Math.abs(phi) / widest).toFixed(2)}rem">` +
+      "</span></td></tr>").join("");
+    section.dataset.explanation = JSON.stringify(features);
+    const total = features.reduce((sum, [, phi]) => sum + phi, 0);
+    role(section, "summary").textContent = `explained in ${ms.toFixed(0)} ms: the baseline's score ` +
+      `${doc.base_values[0].toFixed(4)} plus the attributions (${total.toFixed(4)}) is this application's ` +
+      `${(doc.base_values[0] + total).toFixed(4)} (answer ${doc.predictions.data.trim()}); red raises the risk`;
+  }));
+  showBias(section, model);
   role(section, "file").addEventListener("change", (event) => act(section, async () => {
     const file = event.target.files[0];
     const { response } = await invoke(model, file, "text/csv");
@@ -733,6 +763,22 @@ async function creditPanel(section, model) {
       `<td>${(100 * p.probability_high_risk).toFixed(1)}%</td></tr>`).join("");
     role(section, "summary").textContent = `${predictions.length} applications scored from ${file.name}`;
   }));
+}
+
+// The training report's bias chart and metrics, which the credit build ships with the model's samples.
+async function showBias(section, model) {
+  const listed = await listSamples(model, [".png", ".json"]);
+  if (!listed.some((s) => s.name === "bias_sex.png") || !listed.some((s) => s.name === "bias.json")) return;
+  role(section, "bias-chart").src = URL.createObjectURL(await sample(model, "bias_sex.png"));
+  const report = JSON.parse(await (await sample(model, "bias.json")).text());
+  role(section, "bias-table").tBodies[0].innerHTML = Object.entries(report.metrics).map(([name, value]) =>
+    `<tr><td>${escapeHtml(name)}</td><td>${value.toFixed(3)}</td>` +
+    `<td>${escapeHtml(report.explanations[name] || "")}</td></tr>`).join("");
+  const details = role(section, "bias");
+  details.querySelector("summary").textContent += ` for the facet ${report.facet} (disadvantaged: ` +
+    `${report.disadvantaged})`;
+  details.hidden = false;
+  section.dataset.bias = JSON.stringify(report.metrics);
 }
 
 // ---------------------------------------------------------------- music_transformer
