@@ -21,7 +21,7 @@ METHODS = ("get", "post", "put", "delete", "patch")
 
 def app_routes(tmp_path) -> dict[str, set[str]]:
     """uri template -> the HTTP methods its resource answers (Falcon's own OPTIONS left out)."""
-    app = create_app(Settings.from_env({"SAGESTACK_RUN_DIR": str(tmp_path)}))
+    app = create_app(Settings.from_env({"SAGESTACK_RUN_DIR": str(tmp_path), "SAGESTACK_PROJECTS_DIR": str(tmp_path)}))
 
     def walk(nodes):
         for node in nodes:
@@ -43,7 +43,8 @@ def test_the_document_lists_exactly_the_apps_routes(tmp_path):
 
 @pytest.fixture(scope="module")
 def stack(model_dir, tmp_path_factory):
-    stack = start_stack(model_dir, tmp_path_factory.mktemp("openapi"))
+    stack = start_stack(model_dir, tmp_path_factory.mktemp("openapi"),
+                        SAGESTACK_PROJECTS_DIR=str(tmp_path_factory.mktemp("projects")))  # fmt: skip
     yield stack
     assert stack.stop() == 0
 

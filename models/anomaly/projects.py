@@ -121,6 +121,7 @@ class Projects:
 
     def delete(self, name: str) -> None:
         with self._locked():
+            self._meta(name)
             busy = [m for v in self._versions(name) if (m := self.model(name, v))["Status"] in (TRAINING, HOSTED)]
             if busy:
                 versions = ", ".join(f"{m['ModelVersion']} ({m['Status']})" for m in busy)
