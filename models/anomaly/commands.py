@@ -1,4 +1,4 @@
-"""`sagestack anomaly make-dataset|train`: Lookout-for-Vision-style data and training (TF imported on use)."""
+"""`sagestack anomaly make-dataset|train|bench`: Lookout-for-Vision-style data and training (TF imported on use)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
 
         manifest = make_dataset(args.out, args.normal, args.anomaly, args.seed, args.test_normal, args.test_anomaly)
         print(f"wrote {len(manifest)} images to {args.out} (kinds in {args.out / 'manifest.json'})")
+        return 0
+    if args.action == "bench":
+        from models.anomaly.bench import run
+
+        run(args)
         return 0
     from models.anomaly.train import main as train_main
 
@@ -31,5 +36,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     at = a.add_parser("train", help="train on DATASET (normal/, anomaly/, optional test/) and export the model")
     at.add_argument("dataset", type=Path)
     at.add_argument("extra", nargs=argparse.REMAINDER, help="--out, --reports, --roi X Y W H, --version, --fast")
-    for parser in (am, at):
+    ab = a.add_parser("bench", help="train and test on the PCB generator and real surfaces (build/bench/anomaly.json)")
+    from models.anomaly.bench import add_arguments
+
+    add_arguments(ab)
+    for parser in (am, at, ab):
         parser.set_defaults(fn=cmd_anomaly)

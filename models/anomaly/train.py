@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,47 @@ def gallery(items: list[ds.Item], scores: np.ndarray, maps: np.ndarray, threshol
     return path
 
 
+@dataclass
+class Evaluated:
+    scorer: model.Scorer
+    threshold: float
+    spread: float
+    result: dict
+    scores: np.ndarray  # the test images'
+    maps: np.ndarray
+    normal_loo: np.ndarray  # the calibration scores: the normal training images', each left out of the memory
+    train_anomaly: np.ndarray  # and the anomalous training images'
+
+
+def fit_and_evaluate(
+    data: ds.Dataset, roi: list[int] | None, image_size: list[int], geometry: model.Geometry, step: Progressed
+) -> Evaluated:
+    """Learn normal from the training split, calibrate the threshold with its anomalies, score the test split."""
+    normal = [i for i in data.train if not i.anomalous]
+    anomalous = [i for i in data.train if i.anomalous]
+    log("fitting on normal images")
+    with Progress(TextColumn("[bold]calibrating the normal spread"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:  # fmt: skip
+        task = bar.add_task("calibrate", total=len(normal))
+
+        def calibrated(i: int, n: int) -> None:
+            bar.update(task, completed=i, total=n)
+            step("calibrating the normal spread", i, n)
+
+        step("learning normal patches", 0, len(normal))
+        fitted = model.fit(_inputs(normal, roi, image_size), geometry, calibrated)
+    scorer = model.Scorer(fitted)
+    anomaly_scores = scorer.score(_inputs(anomalous, roi, image_size))[0] if anomalous else np.array([])
+    threshold = model.choose_threshold(fitted.normal_scores, anomaly_scores)
+    spread = float(np.std(np.concatenate([fitted.normal_scores, anomaly_scores])) or 1.0)
+    log(f"threshold {threshold:.3f} (normal LOO max {fitted.normal_scores.max():.3f})")
+    log(f"scoring {len(data.test)} test images")
+    step("scoring the test images", 0, len(data.test))
+    scores, maps = scorer.score(_inputs(data.test, roi, image_size))
+    result = metrics(data.test, scores, threshold)
+    return Evaluated(scorer, threshold, spread, result, scores, maps, fitted.normal_scores, anomaly_scores)
+
+
 def train(
     root: Path,
     out: Path,
@@ -115,28 +157,9 @@ def train(
     image_size = list(Image.open(data.train[0].path).size)
     n_train, n_test = data.counts(data.train), data.counts(data.test)
     log(f"train {n_train}, test {n_test} ({'test/ folder' if data.explicit_test else 'stratified split'})")
-    normal = [i for i in data.train if not i.anomalous]
-    anomalous = [i for i in data.train if i.anomalous]
-    log("fitting on normal images")
-    with Progress(TextColumn("[bold]calibrating the normal spread"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True)) as bar:  # fmt: skip
-        task = bar.add_task("calibrate", total=len(normal))
-
-        def calibrated(i: int, n: int) -> None:
-            bar.update(task, completed=i, total=n)
-            step("calibrating the normal spread", i, n)
-
-        step("learning normal patches", 0, len(normal))
-        fitted = model.fit(_inputs(normal, roi, image_size), geometry, calibrated)
-    scorer = model.Scorer(fitted)
-    anomaly_scores = scorer.score(_inputs(anomalous, roi, image_size))[0] if anomalous else np.array([])
-    threshold = model.choose_threshold(fitted.normal_scores, anomaly_scores)
-    spread = float(np.std(np.concatenate([fitted.normal_scores, anomaly_scores])) or 1.0)
-    log(f"threshold {threshold:.3f} (normal LOO max {fitted.normal_scores.max():.3f})")
-    log(f"scoring {len(data.test)} test images")
-    step("scoring the test images", 0, len(data.test))
-    scores, maps = scorer.score(_inputs(data.test, roi, image_size))
-    result = metrics(data.test, scores, threshold) | {"n_train": n_train, "n_test": n_test, "roi": roi}
+    done = fit_and_evaluate(data, roi, image_size, geometry, step)
+    scorer, threshold, spread, scores, maps = done.scorer, done.threshold, done.spread, done.scores, done.maps
+    result = done.result | {"n_train": n_train, "n_test": n_test, "roi": roi}
     gallery(data.test, scores, maps, threshold, reports / "gallery.png")
     (reports / "metrics.json").write_text(json.dumps(result, indent=2))
     print_table(result)
