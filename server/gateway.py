@@ -12,7 +12,7 @@ import json
 import logging
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -283,17 +283,20 @@ class Gateway:
         ready = [i for i in route.instances if i.state == READY] or route.instances
         inst = min(ready, key=lambda i: self.runtimes.pool(target.model).instances[i.id].outstanding)
         version = f"/versions/{target.version}" if target.version else ""
+        # The handler reads its settings for the version its context names (anomaly's threshold and ROI, say),
+        # so its calls run exactly that version, not whichever the runtime holds newest.
+        pinned = replace(target, version=target.version or max(route.versions))
 
         def predict(inputs: dict[str, Any], signature: str = "serving_default") -> dict[str, Any]:
             with timings.phase("runtime"):
-                return self.predict_arrays(target, inputs, signature)
+                return self.predict_arrays(pinned, inputs, signature)
 
         def predict_stream(inputs: dict[str, Any], signature: str = "serving_default") -> Iterator[dict[str, Any]]:
-            return self.predict_stream(target, inputs, signature)
+            return self.predict_stream(pinned, inputs, signature)
 
         return handlers.Context(
             model_name=target.model,
-            model_version=str(target.version or max(route.versions)),
+            model_version=str(pinned.version),
             method=target.method,
             rest_uri=f"http://127.0.0.1:{inst.rest_port}/v1/models/{target.model}{version}:{target.method}",
             grpc_port=inst.grpc_port,

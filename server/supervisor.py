@@ -459,16 +459,24 @@ class Supervisor:
             route.versions = [v for v in route.versions if v in spec.versions]
         self._write_routes()
         deadline = time.monotonic() + self.settings.wait_time_seconds
+        failed: dict[int, str] = {}
+        served = set(spec.versions)
         try:
             for inst in instances:
                 inst.reload(max(deadline - time.monotonic(), 1.0))
+                states = inst.version_states(name)
+                failed |= {v: why for v, (ok, why) in states.items() if not ok and v in spec.versions}
+                served &= {v for v, (ok, _) in states.items() if ok}
         except (grpc.RpcError, RuntimeError) as exc:
             return 500, {"error": f"model '{name}': reloading its versions failed: {exc}"}
         with self.lock:
-            route.versions = list(spec.versions)
+            route.versions = sorted(served) or route.versions  # only what every instance serves is routed
         self._write_routes()
-        log(f"model '{name}' now serves versions {list(spec.versions)}")
-        return 200, {"model": name, "versions": list(spec.versions)}
+        log(f"model '{name}' now serves versions {route.versions}")
+        if failed:
+            why = "; ".join(f"version {v}: {e or 'not AVAILABLE'}" for v, e in sorted(failed.items()))
+            return 500, {"error": f"model '{name}': {why}", "versions": route.versions}
+        return 200, {"model": name, "versions": route.versions}
 
     def _remove_model(self, name: str) -> None:
         """Stop routing to the model, then unload it from its processes (stopping them if it was their last)."""

@@ -90,10 +90,23 @@ def test_a_project_trains_in_the_background_and_serves_as_a_new_version_without_
     assert trained["Performance"]["F1Score"] >= 0.5 and trained["Evaluation"]["per_kind"]
     assert requests.get(stack.url + "/projects/boards/models/1/gallery.png", timeout=10).content[:4] == b"\x89PNG"
 
+    # A version that cannot load is not served, and leaves the model as it was.
+    saved = root / "projects" / "boards" / "models" / "1" / "model" / "1" / "saved_model.pb"
+    good = saved.read_bytes()
+    saved.write_bytes(b"not a SavedModel")
+    broken = post(stack, "/projects/boards/models/1/start")
+    assert broken.status_code == 500 and "version 2" in broken.json()["error"], broken.text
+    assert requests.get(stack.url + "/v2/models/anomaly", timeout=10).json()["versions"] == ["1"]
+    assert not (root / "model" / "anomaly" / "2").exists()
+    assert requests.get(stack.url + "/projects/boards/models/1", timeout=10).json()["ModelDescription"]["Status"] == (
+        "TRAINED"
+    )
+    saved.write_bytes(good)
+
     served = post(stack, "/projects/boards/models/1/start").json()["ModelDescription"]
     assert served["Status"] == "HOSTED" and served["Hosting"]["Model"] == "anomaly"
-    assert served["Hosting"]["Version"] == 2  # the served anomaly model had version 1
-    assert requests.get(stack.url + "/v2/models/anomaly", timeout=10).json()["versions"] == ["1", "2"]
+    assert served["Hosting"]["Version"] == 3  # after version 1 and the failed 2: numbers are never reused
+    assert requests.get(stack.url + "/v2/models/anomaly", timeout=10).json()["versions"] == ["1", "3"]
     frame = (root / "uploads" / "anomaly").iterdir().__next__().read_bytes()
     ours = detect(stack, frame, served["Hosting"]["CustomAttributes"])
     theirs = detect(stack, frame, "tfs-model-name=anomaly,tfs-model-version=1")
@@ -106,10 +119,10 @@ def test_a_project_trains_in_the_background_and_serves_as_a_new_version_without_
     stopped = post(stack, "/projects/boards/models/1/stop").json()["ModelDescription"]
     assert stopped["Status"] == "TRAINED" and "Hosting" not in stopped
     gone = detect(stack, frame, served["Hosting"]["CustomAttributes"])
-    assert gone.status_code == 404 and "no version '2'" in gone.json()["error"]
+    assert gone.status_code == 404 and "no version '3'" in gone.json()["error"]
     assert detect(stack, frame, "tfs-model-name=anomaly").status_code == 200
-    assert not (root / "model" / "anomaly" / "2").exists()
-    assert "2" not in json.loads((root / "model" / "anomaly" / "code" / "config.json").read_text())["versions"]
+    assert not (root / "model" / "anomaly" / "3").exists()
+    assert "3" not in json.loads((root / "model" / "anomaly" / "code" / "config.json").read_text())["versions"]
     assert requests.delete(stack.url + "/projects/boards", timeout=10).status_code == 200
 
 
@@ -131,6 +144,9 @@ def test_a_project_trains_in_the_background_and_serves_as_a_new_version_without_
         ("put", "/projects/small/roi", {"json": {"Roi": [0, 0, 16]}}, 400, "[x, y, width, height]"),
         ("put", "/projects/small/roi", {"json": {"Roi": [0, 0, 32, 32]}}, 409, "while its data set is empty"),
         ("get", "/projects/small/models/7", {}, 404, "no model version 7"),
+        ("get", "/projects/small/models/%C2%B2", {}, 404, "is not a number"),
+        ("delete", "/projects/nowhere", {}, 404, "no project 'nowhere'"),
+        ("post", "/projects/small/models/7/stop", {}, 404, "no model version 7"),
         ("post", "/projects/small/models/7/start", {}, 404, "no model version 7"),
     ],
 )  # fmt: skip
@@ -153,6 +169,26 @@ def test_a_frame_of_another_size_and_a_second_project_of_the_same_name_are_refus
     Image.new("RGB", (300, 200)).save(other, format="PNG")
     r = post(stack, "/projects/sizes/images/normal", data=other.getvalue(), headers=PNG)
     assert r.status_code == 400 and "takes 256x256 images" in r.json()["error"]
+
+
+def test_a_training_job_that_dies_is_failed_and_the_project_can_train_again(stack, root):
+    import psutil
+
+    assert post(stack, "/projects", json={"ProjectName": "killed"}).status_code == 201
+    for label in ("normal", "anomaly"):
+        for body, _ in uploads(root, label):
+            assert post(stack, f"/projects/killed/images/{label}", data=body, headers=PNG).status_code == 201
+    assert post(stack, "/projects/killed/models", json={"Fast": True}).status_code == 202
+    dataset = str(root / "projects" / "killed" / "dataset")
+    jobs = [p for p in psutil.process_iter(["cmdline"]) if dataset in (p.info["cmdline"] or [])]
+    assert len(jobs) == 1
+    jobs[0].kill()  # as the OOM killer would: no chance to write its status
+    jobs[0].wait(10)
+    described = wait_trained(stack, "killed", "1", timeout=30)
+    assert described["Status"] == "TRAINING_FAILED" and "training.log" in described["StatusMessage"]
+    again = post(stack, "/projects/killed/models", json={"Fast": True})
+    assert again.status_code == 202 and again.json()["ModelMetadata"]["ModelVersion"] == "2"
+    assert wait_trained(stack, "killed", "2")["Status"] == "TRAINED"
 
 
 def test_auroc_is_the_rank_statistic():

@@ -231,6 +231,13 @@ def test_anomaly_a_project_trained_and_started_from_the_page_shows_its_mask(brow
 
     subtab(section, "inference")
     Select(section.find_element("css selector", '[data-role="version"]')).select_by_value("1")
+    try:
+        started_and_detected(browser, section, stack)
+    finally:  # the served model as it was, for the tests after this one
+        requests.post(f"{stack.url}/projects/boards/models/1/stop", headers=AUTH, timeout=60)
+
+
+def started_and_detected(browser, section, stack) -> None:
     assert run(browser, section, "start") == "done", error_text(section)
     hosting = json.loads(section.get_attribute("data-hosting"))
     assert hosting["Model"] == "anomaly" and hosting["Version"] == 2
@@ -242,7 +249,7 @@ def test_anomaly_a_project_trained_and_started_from_the_page_shows_its_mask(brow
     assert shown["IsAnomalous"] and shown["BoundingBox"] == api["BoundingBox"]
     assert shown["AnomalyScore"] == api["AnomalyScore"] and shown["Threshold"] == api["Threshold"]
     browser.save_screenshot(str(SHOTS / "anomaly_inference.png"))
-    assert run(browser, section, "stop") == "done", error_text(section)  # the served model as it was
+    assert run(browser, section, "stop") == "done", error_text(section)
 
 
 def test_anomaly_the_camera_feeds_the_roi_tool_and_the_training_set(browser, stack):

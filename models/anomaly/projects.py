@@ -5,7 +5,7 @@ A project is a folder under SAGESTACK_PROJECTS_DIR:
 <project>/project.json                    name, creation time, region of interest, frame size
 <project>/dataset/{normal,anomaly}/*.png  the images, cropped to the ROI when added (models.anomaly.dataset's format:
 <project>/dataset/manifest.json           labels from folder names, defect kinds in the manifest)
-<project>/models/<v>/status.json          the training job's state and progress (TrainingStatus), and its pid
+<project>/models/<v>/status.json          the training job's state and progress (TrainingStatus); .running its lock
 <project>/models/<v>/model/               what `sagestack anomaly train` exported; metrics.json, gallery.png beside it
 <project>/models/<v>/hosting.json         where a started version serves: {"Model": "anomaly", "Version": N}
 ```
@@ -40,7 +40,8 @@ from server.modeldir import version_dirs
 PROJECT_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}")  # Lookout's rule for project names
 LABELS = ("normal", "anomaly")
 KIND = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-IMAGE_FILE = re.compile(r"\d{5}\.png")
+IMAGE_FILE = re.compile(r"[0-9]{5}\.png")
+RUNNING = ".running"  # a training job's lock file
 TRAINING, TRAINED, TRAINING_FAILED, HOSTED = "TRAINING", "TRAINED", "TRAINING_FAILED", "HOSTED"
 ROOT = Path(__file__).resolve().parents[2]  # where the `models` package is importable from (the trainer's path)
 
@@ -205,21 +206,23 @@ class Projects:
             status = TrainingStatus(folder / "status.json")
             status.update(ModelVersion=str(version), CreationTimestamp=time.time(), Fast=fast)
             status.progress("starting", 0, counts["normal"])
+            running = open(folder / RUNNING, "wb")  # the trainer holds it, locked, until it exits
+            fcntl.flock(running, fcntl.LOCK_EX)
             command = [sys.executable, "-m", "models.anomaly.train", str(self.root / name / "dataset"),
                        "--out", str(folder / "model"), "--reports", str(folder), "--status", str(status.path),
                        *(["--fast"] if fast else [])]  # fmt: skip
             path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-            with open(folder / "training.log", "wb") as job_log:
+            with running, open(folder / "training.log", "wb") as job_log:
                 job = subprocess.Popen(command, stdout=job_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=os.environ | {"PYTHONPATH": path}, cwd=folder)  # fmt: skip
-            status.update(Pid=job.pid)
+                                       env=os.environ | {"PYTHONPATH": path}, cwd=folder,
+                                       pass_fds=(running.fileno(),))  # fmt: skip
             threading.Thread(target=job.wait, name=f"train-{name}-{version}", daemon=True).start()  # reaps it
         return self.model(name, version)
 
     def model(self, name: str, version: int) -> dict[str, Any]:
         folder = self._model_folder(name, version)
         status = _read(folder / "status.json") or {"Status": TRAINING_FAILED, "StatusMessage": "no status"}
-        if status["Status"] == TRAINING and not _alive(status.get("Pid")):
+        if status["Status"] == TRAINING and not _running(folder / RUNNING):
             status |= {
                 "Status": TRAINING_FAILED,
                 "StatusMessage": f"the training process exited; see {folder}/training.log",
@@ -228,7 +231,6 @@ class Projects:
         if hosting is not None:
             attributes = f"tfs-model-name={hosting['Model']},tfs-model-version={hosting['Version']}"
             status |= {"Status": HOSTED, "Hosting": hosting | {"CustomAttributes": attributes}}
-        status.pop("Pid", None)
         return status | {"ModelVersion": str(version)}
 
     def gallery(self, name: str, version: int) -> Path:
@@ -254,13 +256,14 @@ class Projects:
             folder = self._model_folder(name, version)
             trained = _read(folder / "model" / "code" / "config.json")["versions"]["1"]
             meta = self._meta(name)
-            number = max(version_dirs(base), default=0) + 1
+            number = max(max(version_dirs(base), default=0) + 1, config.get("next_version", 0))  # never reused
             incoming = base / f".incoming-{number}"
             shutil.rmtree(incoming, ignore_errors=True)
             shutil.copytree(folder / "model" / "1", incoming)
             # The images were cropped when they were added: the served version crops camera frames the same way.
             config["versions"][str(number)] = trained | {"roi": meta["Roi"], "image_size": meta["ImageSize"],
                                                          "project": name, "project_version": version}  # fmt: skip
+            config["next_version"] = number + 1
             _write(config_file, config)
             incoming.rename(base / str(number))
             try:
@@ -268,28 +271,41 @@ class Projects:
             except Exception:
                 shutil.rmtree(base / str(number), ignore_errors=True)
                 self._forget(config_file, number)
+                _resync(refresh)
                 raise
             _write(folder / "hosting.json", {"Model": served, "Version": number, "Started": time.time()})
         return self.model(name, version)
 
-    def stop(self, name: str, version: int, base_of: Callable[[str], Path], refresh: Callable[[str], Any]) -> dict:
+    def stop(self, name: str, version: int, base_of: Callable[[str], Path | None],
+             refresh: Callable[[str], Any]) -> dict[str, Any]:  # fmt: skip
+        """Take a hosted version out of service. Only the served version this project started is removed: for a
+        model rebuilt since, or no longer served, the hosting is just forgotten."""
         with self._locked():
             folder = self._model_folder(name, version)
             hosting = _read(folder / "hosting.json")
             if hosting is None:
                 raise ApiError(409, f"project '{name}' version {version} is not hosted")
-            base, number = base_of(hosting["Model"]), hosting["Version"]
-            leaving = base / f".stopped-{number}"
-            if (base / str(number)).is_dir():
-                (base / str(number)).rename(leaving)
-            try:
-                refresh(hosting["Model"])
-            except Exception:
-                if leaving.is_dir():
-                    leaving.rename(base / str(number))
-                raise
-            shutil.rmtree(leaving, ignore_errors=True)
-            self._forget(base / "code" / "config.json", number)
+            model, number, base = hosting["Model"], hosting["Version"], base_of(hosting["Model"])
+            config_file = base / "code" / "config.json" if base is not None else None
+            entry = ((_read(config_file) or {}).get("versions") or {}).get(str(number)) if config_file else None
+            if (
+                base is not None
+                and config_file is not None
+                and entry is not None
+                and ((entry.get("project"), entry.get("project_version")) == (name, version))
+            ):
+                leaving = base / f".stopped-{number}"
+                if (base / str(number)).is_dir():
+                    (base / str(number)).rename(leaving)
+                try:
+                    refresh(model)
+                except Exception:
+                    if leaving.is_dir():
+                        leaving.rename(base / str(number))
+                    _resync(lambda: refresh(model))
+                    raise
+                shutil.rmtree(leaving, ignore_errors=True)
+                self._forget(config_file, number)
             (folder / "hosting.json").unlink()
         return self.model(name, version)
 
@@ -345,13 +361,22 @@ class Projects:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
+def _resync(refresh: Callable[[], Any]) -> None:
+    """After a failed change is undone on disk, have the stack serve the folder as it is again (best effort)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        refresh()
+    except Exception:  # the first failure is the one the client hears about
+        pass
+
+
+def _running(lock: Path) -> bool:
+    """Whether the training job still runs: it holds this file's lock from its start until it exits, however it
+    ends (a pid could be reused, or belong to a zombie)."""
+    try:
+        with open(lock, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    except FileNotFoundError:
+        return False
+    return False

@@ -48,14 +48,20 @@ class Resource:
 
 
 def _version(raw: str) -> int:
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise not_found(f"model version {raw!r} is not a number")
     return int(raw)
 
 
 class ProjectList(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"Projects": [self.projects.describe(name) for name in self.projects.names()]}
+        described = []
+        for name in self.projects.names():
+            try:
+                described.append(self.projects.describe(name))
+            except (ApiError, FileNotFoundError):  # deleted while we looked
+                continue
+        resp.media = {"Projects": described}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.status = falcon.HTTP_201
@@ -116,7 +122,11 @@ class Models(Resource):
         resp.media = {"ModelDescription": described}
 
     def on_post_stop(self, req: falcon.Request, resp: falcon.Response, project: str, version: str) -> None:
-        described = self.projects.stop(project, _version(version), self._base, self.gateway.refresh_versions)
+        def base_of(model: str) -> Path | None:
+            route = self.gateway.table().models.get(model)
+            return Path(route.base_path) if route is not None else None
+
+        described = self.projects.stop(project, _version(version), base_of, self.gateway.refresh_versions)
         resp.media = {"ModelDescription": described}
 
     def _base(self, model: Any) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -89,11 +90,12 @@ def _build(progress: Steps, out: Path, reports: Path, flow_path: Path, version: 
 
     def export() -> None:
         export_saved_model(weights, b, modeldir.fresh_version(out, version))
-        bias_report = {"facet": FACET, "disadvantaged": FACET_DISADVANTAGED, "metrics": metrics,
+        finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}  # JSON has no Infinity
+        bias_report = {"facet": FACET, "disadvantaged": FACET_DISADVANTAGED, "metrics": finite,
                        "explanations": {k: bias.EXPLANATIONS[k] for k in metrics}}  # fmt: skip
         # The console shows the bias chart and metrics beside the sample requests.
         shown = samples() | {"bias_sex.png": images["bias"].read_bytes(),
-                             "bias.json": json.dumps(bias_report, indent=1).encode()}  # fmt: skip
+                             "bias.json": json.dumps(bias_report, indent=1, allow_nan=False).encode()}  # fmt: skip
         code = modeldir.export_code(out, "credit_risk", SERVING / "inference.py", samples=shown)
         shutil.copy(flow_path, code / "flow.json")
         fitted.export(code / "lib" / "credit_risk" / "prep.py")  # the fitted flow, as the package's prep module

@@ -206,6 +206,8 @@ function openPanel(name) {
   const [, template, build] = familyOf(name);
   const section = $(`#${template}`).content.firstElementChild.cloneNode(true);
   section.dataset.model = name;
+  const leaving = $("#panel").firstElementChild;
+  if (leaving && leaving.teardown) leaving.teardown(); // a camera, say, stops with its panel
   $("#panel").replaceChildren(section);
   history.replaceState(null, "", `#model=${encodeURIComponent(name)}`);
   build(section, name);
@@ -467,7 +469,9 @@ function anomalyPanel(section, model) {
     setRoi([Math.min(x, x0), Math.min(y, y0), Math.abs(x - x0), Math.abs(y - y0)]);
     drawRoi();
   });
-  window.addEventListener("mouseup", () => { state.drag = null; });
+  const endDrag = () => { state.drag = null; };
+  window.addEventListener("mouseup", endDrag);
+  section.teardown = () => { stopCamera(); window.removeEventListener("mouseup", endDrag); };
   for (const input of roiInputs) input.addEventListener("input", () => drawRoi());
   const putRoi = (roi) => api(`/projects/${enc(needProject())}/roi`, {
     method: "PUT", body: JSON.stringify({ Roi: roi }), headers: { "Content-Type": "application/json" },
@@ -522,7 +526,8 @@ function anomalyPanel(section, model) {
     if (!name) return;
     const doc = await (await api(`/projects/${enc(name)}`)).response.json();
     state.described = doc;
-    if (doc.Roi) setRoi(doc.Roi);
+    setRoi(doc.Roi);
+    drawRoi();
     const counts = doc.Dataset.Counts;
     const needed = doc.Dataset.MinimumCounts;
     role(section, "counts").tBodies[0].innerHTML = ["normal", "anomaly"].map((label) =>
@@ -632,8 +637,10 @@ function anomalyPanel(section, model) {
       const name = needProject();
       const chosen = needVersion();
       summary(`${action === "start" ? "starting" : "stopping"} ${name} version ${chosen.ModelVersion}`);
-      const { response } = await api(`/projects/${enc(name)}/models/${chosen.ModelVersion}/${action}`,
-        { method: "POST" });
+      const { response } = await api(`/projects/${enc(name)}/models/${chosen.ModelVersion}/${action}`, {
+        method: "POST", body: action === "start" ? JSON.stringify({ ModelName: model }) : undefined,
+        headers: { "Content-Type": "application/json" },
+      });
       const described = (await response.json()).ModelDescription;
       await describe();
       section.dataset.hosting = JSON.stringify(described.Hosting || null);
@@ -669,7 +676,7 @@ function anomalyPanel(section, model) {
       (box ? `; the region ${box.Width}x${box.Height} at (${box.Left}, ${box.Top})` : ""));
   }));
 
-  listProjects();
+  listProjects().catch((error) => showError(section, error));
 }
 
 function tint(mask) {
@@ -751,7 +758,7 @@ async function creditPanel(section, model) {
       `${doc.base_values[0].toFixed(4)} plus the attributions (${total.toFixed(4)}) is this application's ` +
       `${(doc.base_values[0] + total).toFixed(4)} (answer ${doc.predictions.data.trim()}); red raises the risk`;
   }));
-  showBias(section, model);
+  showBias(section, model).catch((error) => showError(section, error));
   role(section, "file").addEventListener("change", (event) => act(section, async () => {
     const file = event.target.files[0];
     const { response } = await invoke(model, file, "text/csv");
@@ -772,7 +779,7 @@ async function showBias(section, model) {
   role(section, "bias-chart").src = URL.createObjectURL(await sample(model, "bias_sex.png"));
   const report = JSON.parse(await (await sample(model, "bias.json")).text());
   role(section, "bias-table").tBodies[0].innerHTML = Object.entries(report.metrics).map(([name, value]) =>
-    `<tr><td>${escapeHtml(name)}</td><td>${value.toFixed(3)}</td>` +
+    `<tr><td>${escapeHtml(name)}</td><td>${value === null ? "-" : value.toFixed(3)}</td>` +
     `<td>${escapeHtml(report.explanations[name] || "")}</td></tr>`).join("");
   const details = role(section, "bias");
   details.querySelector("summary").textContent += ` for the facet ${report.facet} (disadvantaged: ` +
@@ -799,7 +806,10 @@ function musicPanel(section, model) {
     const audio = role(section, "audio");
     audio.src = URL.createObjectURL(await response.blob());
     audio.hidden = false;
-    await new Promise((resolve) => { audio.onloadedmetadata = resolve; });
+    await new Promise((resolve, reject) => {
+      audio.onloadedmetadata = resolve;
+      audio.onerror = () => reject(new Error("the browser could not decode the WAV"));
+    });
     section.dataset.audioSeconds = String(audio.duration);
     role(section, "summary").textContent = `${audio.duration.toFixed(2)} s of sound, rendered in ${ms.toFixed(0)} ms`;
     audio.play().catch(() => { /* autoplay refused: the controls play it */ });

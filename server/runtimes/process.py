@@ -94,6 +94,14 @@ class RuntimeInstance:
             return False, "every version failed to load: " + ("; ".join(errors) or "no version directory")
         return settled and AVAILABLE in states, f"states {states}"
 
+    def version_states(self, model: str) -> dict[int, tuple[bool, str]]:
+        """version -> (AVAILABLE, its error if it failed), as the process reports them now."""
+        with self._channel() as channel:
+            request = get_model_status_pb2.GetModelStatusRequest()
+            request.model_spec.name = model
+            response = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=5)
+        return {s.version: (s.state == AVAILABLE, s.status.error_message) for s in response.model_version_status}
+
     def wait_ready(self, model: str, deadline: float) -> None:
         """Until `model` is AVAILABLE here; ModelLoadFailed if it cannot load, RuntimeError if the process exits."""
         detail = "not started"

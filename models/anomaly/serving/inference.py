@@ -27,7 +27,8 @@ _config: dict = {"stamp": None, "versions": {}}
 def _version(context) -> dict:
     """The served version's threshold, ROI and size. A project's version started at run time adds itself to
     config.json (models.anomaly.projects), so the file is read again whenever it changes."""
-    stamp = CONFIG_FILE.stat().st_mtime_ns
+    info = CONFIG_FILE.stat()
+    stamp = (info.st_ino, info.st_mtime_ns)  # a file replaced within one clock tick has another inode
     if stamp != _config["stamp"]:
         _config.update(stamp=stamp, versions=json.loads(CONFIG_FILE.read_text())["versions"])
     return _config["versions"][str(context.model_version)]
