@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import importlib
 import importlib.resources
 import json
 import logging
@@ -26,6 +25,7 @@ from server import (
     front,
     handlers,
     metrics,
+    owners,
     request_log,
     samples_api,
     v1_api,
@@ -444,19 +444,6 @@ def create_app(settings: Settings | str | None = None) -> GatewayApp:
     v2_api.add_routes(app, gateway)
     v2_repository.add_routes(app, gateway)
     samples_api.add_routes(app, gateway)
-    for module in route_modules():
+    for module in owners.installed(ROUTE_MODULES):  # an image without a family lacks its routes
         module.add_routes(app, gateway)
     return app
-
-
-def route_modules() -> list[Any]:
-    """The other owners' routes (a model family's API), found by module name as the CLI finds its subcommands; an
-    image without the module simply lacks its routes."""
-    modules = []
-    for name in ROUTE_MODULES:
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name.split(".")[0]:
-                raise
-    return modules

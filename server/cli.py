@@ -8,13 +8,13 @@ imports none of them and an image without bench/ simply has no `bench` command.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from server import owners
 from server.settings import Settings, SettingsError
 
 # Owners of the other subcommands, by module name (the service does not import its tooling).
@@ -95,14 +95,7 @@ def add_service_parsers(sub: argparse._SubParsersAction) -> None:
 
 def installed_command_modules() -> list:
     """The owners' command modules that are present (the serving image ships without bench/)."""
-    modules = []
-    for name in COMMAND_MODULES:
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name.split(".")[0]:
-                raise
-    return modules
+    return owners.installed(COMMAND_MODULES)
 
 
 def build_parser() -> argparse.ArgumentParser:

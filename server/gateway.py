@@ -344,30 +344,24 @@ class Gateway:
             raise ApiError(404, f"{what} needs a multi-model endpoint (SAGEMAKER_MULTI_MODEL=true)")
 
     def load_model(self, name: str, url: str) -> dict[str, Any]:
-        status, payload = control.request(
-            self.settings.control_socket, "POST", "/models", {"model_name": name, "url": url}
-        )
-        if status != 200:
-            raise ApiError(status, payload.get("error", f"loading model '{name}' failed"))
-        self.runtimes.table(fresh=True)
-        return payload
+        return self._control("POST", "/models", f"loading model '{name}' failed", {"model_name": name, "url": url})
 
     def unload_model(self, name: str) -> dict[str, Any]:
         if not MODEL_NAME.fullmatch(name):
             raise bad_request(f"{name!r} is not a valid model name (letters, digits, '.', '_', '-')")
-        status, payload = control.request(self.settings.control_socket, "DELETE", f"/models/{name}")
-        if status != 200:
-            raise ApiError(status, payload.get("error", f"unloading model '{name}' failed"))
-        self.runtimes.table(fresh=True)
-        return payload
+        return self._control("DELETE", f"/models/{name}", f"unloading model '{name}' failed")
 
     def refresh_versions(self, name: str) -> dict[str, Any]:
         """Serve the model's version folders as they are now (a version added or taken away), on any endpoint."""
         if not MODEL_NAME.fullmatch(name):
             raise bad_request(f"{name!r} is not a valid model name (letters, digits, '.', '_', '-')")
-        status, payload = control.request(self.settings.control_socket, "POST", f"/models/{name}/versions")
+        return self._control("POST", f"/models/{name}/versions", f"refreshing the versions of model '{name}' failed")
+
+    def _control(self, method: str, url: str, failure: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A change the supervisor makes (its control socket), then the routing table as it is after it."""
+        status, payload = control.request(self.settings.control_socket, method, url, body)
         if status != 200:
-            raise ApiError(status, payload.get("error", f"refreshing the versions of model '{name}' failed"))
+            raise ApiError(status, payload.get("error", failure))
         self.runtimes.table(fresh=True)
         return payload
 
