@@ -347,14 +347,12 @@ class Gateway:
         return self._control("POST", "/models", f"loading model '{name}' failed", {"model_name": name, "url": url})
 
     def unload_model(self, name: str) -> dict[str, Any]:
-        if not MODEL_NAME.fullmatch(name):
-            raise bad_request(f"{name!r} is not a valid model name (letters, digits, '.', '_', '-')")
+        _check_name(name)
         return self._control("DELETE", f"/models/{name}", f"unloading model '{name}' failed")
 
     def refresh_versions(self, name: str) -> dict[str, Any]:
         """Serve the model's version folders as they are now (a version added or taken away), on any endpoint."""
-        if not MODEL_NAME.fullmatch(name):
-            raise bad_request(f"{name!r} is not a valid model name (letters, digits, '.', '_', '-')")
+        _check_name(name)
         return self._control("POST", f"/models/{name}/versions", f"refreshing the versions of model '{name}' failed")
 
     def _control(self, method: str, url: str, failure: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -385,6 +383,12 @@ class Gateway:
         if start + page_size < len(names):
             out["nextPageToken"] = names[start + page_size]
         return out
+
+
+def _check_name(name: str) -> None:
+    """A model name as it goes into a control-socket path."""
+    if not MODEL_NAME.fullmatch(name):
+        raise bad_request(f"{name!r} is not a valid model name (letters, digits, '.', '_', '-')")
 
 
 def _spec(spec: Any, target: Target, signature: str) -> None:

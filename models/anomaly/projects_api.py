@@ -122,19 +122,20 @@ class Models(Resource):
         resp.media = {"ModelDescription": described}
 
     def on_post_stop(self, req: falcon.Request, resp: falcon.Response, project: str, version: str) -> None:
-        def base_of(model: str) -> Path | None:
-            route = self.gateway.table().models.get(model)
-            return Path(route.base_path) if route is not None else None
-
-        described = self.projects.stop(project, _version(version), base_of, self.gateway.refresh_versions)
+        described = self.projects.stop(project, _version(version), self._served_base, self.gateway.refresh_versions)
         resp.media = {"ModelDescription": described}
 
-    def _base(self, model: Any) -> Path:
+    def _served_base(self, model: Any) -> Path | None:
+        """The folder of a served model, or None if `model` is not served here."""
         route = self.gateway.table().models.get(model) if isinstance(model, str) else None
-        if route is None:
+        return Path(route.base_path) if route is not None else None
+
+    def _base(self, model: Any) -> Path:
+        base = self._served_base(model)
+        if base is None:
             served = sorted(self.gateway.table().models)
             raise ApiError(409, f"model {model!r} is not served here, so no version can start on it (served: {served})")
-        return Path(route.base_path)
+        return base
 
 
 def add_routes(app: falcon.App, gateway: Gateway) -> None:

@@ -80,27 +80,27 @@ class RuntimeInstance:
     def status(self, model: str) -> tuple[bool, str]:
         """(ready, detail): ready once every version is AVAILABLE (or failed, with one AVAILABLE)."""
         try:
-            with self._channel() as channel:
-                stub = model_service_pb2_grpc.ModelServiceStub(channel)
-                request = get_model_status_pb2.GetModelStatusRequest()
-                request.model_spec.name = model
-                response = stub.GetModelStatus(request, timeout=2)
+            versions = self._version_status(model, timeout=2)
         except grpc.RpcError as exc:
             return False, f"not answering yet ({exc.code().name})"
-        states = [s.state for s in response.model_version_status]
+        states = [s.state for s in versions]
         settled = all(s in (AVAILABLE, END) for s in states)
-        errors = [s.status.error_message for s in response.model_version_status if s.status.error_message]
+        errors = [s.status.error_message for s in versions if s.status.error_message]
         if settled and AVAILABLE not in states:
             return False, "every version failed to load: " + ("; ".join(errors) or "no version directory")
         return settled and AVAILABLE in states, f"states {states}"
 
     def version_states(self, model: str) -> dict[int, tuple[bool, str]]:
         """version -> (AVAILABLE, its error if it failed), as the process reports them now."""
+        return {s.version: (s.state == AVAILABLE, s.status.error_message) for s in self._version_status(model, 5)}
+
+    def _version_status(self, model: str, timeout: float) -> list:
+        """TF Serving's GetModelStatus for `model`: one ModelVersionStatus per version."""
         with self._channel() as channel:
             request = get_model_status_pb2.GetModelStatusRequest()
             request.model_spec.name = model
-            response = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=5)
-        return {s.version: (s.state == AVAILABLE, s.status.error_message) for s in response.model_version_status}
+            response = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=timeout)
+        return list(response.model_version_status)
 
     def wait_ready(self, model: str, deadline: float) -> None:
         """Until `model` is AVAILABLE here; ModelLoadFailed if it cannot load, RuntimeError if the process exits."""
