@@ -99,6 +99,17 @@ def gallery(items: list[ds.Item], scores: np.ndarray, maps: np.ndarray, threshol
     return path
 
 
+def stability(items: list[ds.Item], scores: np.ndarray, cuts: np.ndarray) -> dict:
+    """How the threshold moves when the training images are resampled, and what that does to the test F1."""
+    truth = np.array([i.anomalous for i in items])
+    predicted = scores[None] >= cuts[:, None]
+    tp, fp = (predicted & truth).sum(1), (predicted & ~truth).sum(1)
+    f1 = 2 * tp / np.maximum(tp + fp + truth.sum(), 1)
+    return {"resamples": len(cuts), "threshold_sd": float(np.std(cuts)),
+            "threshold_p5_p95": [float(np.percentile(cuts, 5)), float(np.percentile(cuts, 95))],
+            "test_f1_p5_p95": [float(np.percentile(f1, 5)), float(np.percentile(f1, 95))]}  # fmt: skip
+
+
 @dataclass
 class Evaluated:
     scorer: model.Scorer
@@ -131,12 +142,13 @@ def fit_and_evaluate(
     scorer = model.Scorer(fitted)
     anomaly_scores = scorer.score(_inputs(anomalous, roi, image_size))[0] if anomalous else np.array([])
     threshold = model.choose_threshold(fitted.normal_scores, anomaly_scores)
+    cuts = model.bootstrap_thresholds(fitted.normal_scores, anomaly_scores)
     spread = float(np.std(np.concatenate([fitted.normal_scores, anomaly_scores])) or 1.0)
     log(f"threshold {threshold:.3f} (normal LOO max {fitted.normal_scores.max():.3f})")
     log(f"scoring {len(data.test)} test images")
     step("scoring the test images", 0, len(data.test))
     scores, maps = scorer.score(_inputs(data.test, roi, image_size))
-    result = metrics(data.test, scores, threshold)
+    result = metrics(data.test, scores, threshold) | {"threshold_stability": stability(data.test, scores, cuts)}
     return Evaluated(scorer, threshold, spread, result, scores, maps, fitted.normal_scores, anomaly_scores)
 
 
