@@ -20,7 +20,7 @@ computation. `Geometry.fast()` trades accuracy for ~5x less compute, for tests.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +176,6 @@ class Fitted:
     free_memory: dict[str, np.ndarray]  # free branch -> [cells, D]
     z: dict[str, tuple[float, float]]  # branch -> (mean, sd) of the normal images' leave-out maxima
     normal_scores: np.ndarray  # leave-out scores of the normal training images
-    branch_scores: dict[str, np.ndarray] = field(default_factory=dict)  # branch -> leave-out image maxima
 
 
 def _batched(fn: Callable, images: np.ndarray, batch: int = 8) -> np.ndarray:
@@ -242,7 +241,7 @@ def fit(normal: np.ndarray, g: Geometry = DEFAULT_GEOMETRY, progress=None) -> Fi
     maxima = {b: m.max(axis=(1, 2)) for b, m in maps.items()}
     z = {b: (float(v.mean()), float(v.std() + 1e-6)) for b, v in maxima.items()}
     scores = np.max([(maxima[b] - z[b][0]) / z[b][1] for b in BRANCHES], axis=0)
-    return Fitted(g, mean, components, memory, scale, free_memory, z, scores, maxima)
+    return Fitted(g, mean, components, memory, scale, free_memory, z, scores)
 
 
 class Scorer:
