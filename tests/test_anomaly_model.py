@@ -55,5 +55,5 @@ def test_one_outlier_on_either_side_does_not_move_the_threshold():
 
 
 def test_without_anomalies_the_cut_sits_above_every_normal_score():
-    normal = np.array([-1.0, -0.5, 0.2])  # z-scores can be negative
-    assert model.max_f1_threshold(normal, np.array([])) > normal.max()
+    normal = np.array([-1.0, -0.5, 0.2, 0.1])  # z-scores can be negative
+    assert model.choose_threshold(normal, np.array([])) > normal.max()

@@ -8,13 +8,13 @@ how far normal images typically get from it:
 - **ridge**: a bank of thin, elongated ridge filters (8 orientations); per cell the strongest bright and dark line.
   Scratches and cracks on a texture.
 - **colour**: the cell's mean chroma (R-G, G-B). Stains and discolouration.
-- **tone**: the luminance's local mean and contrast, and the gradient energy, over twice the cell. Holes and dents.
+- **tone**: the luminance's local mean and contrast, and the gradient energy, over twice the patch. Holes and dents.
 The last three compare with a memory sampled from all normal cells, at any place: a texture has no fixed layout.
 
 A branch's map is smoothed and turned into a z-score of the normal images' leave-out maxima, so every branch speaks
 in the same units; the anomaly map is the largest branch's z per cell, and the image score its maximum. All branches
 run on one cell grid (patch 8 every `cell` px) in one TF graph, so training-time evaluation and serving run the same
-computation. `Geometry.fast()` trades accuracy for ~5x less compute, for tests.
+computation. `Geometry.fast()` (a coarser grid, smaller memories) trades accuracy for ~6x less compute, for tests.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ class Geometry:
     radius: int = 4  # the placed branch's search, cells
     cell: int = 4  # every branch's output grid step, px (a multiple of stride)
     memory: int = 16000  # normal cells each free branch keeps
+
+    def __post_init__(self) -> None:
+        if self.cell < self.stride or self.cell % self.stride:
+            raise ValueError(f"the grid step {self.cell} px must be a multiple of the placed stride {self.stride} px")
 
     @classmethod
     def fast(cls) -> Geometry:
@@ -101,7 +105,7 @@ def free_features(branch: str, images, g: Geometry, ridge=None):
     if branch == "ridge":
         r = tf.nn.conv2d(y, ridge, 1, "SAME")
         return tf.concat([tf.nn.max_pool2d(r, p, s, "VALID"), tf.nn.max_pool2d(-r, p, s, "VALID")], -1)
-    if branch == "tone":  # a window twice the cell's, on the same centres
+    if branch == "tone":  # a window twice the patch's, on the same centres
         gy, gx = tf.image.image_gradients(y)
         half = p // 2
         pad = lambda t: tf.pad(t, [[0, 0], [half, half], [half, half], [0, 0]], mode="SYMMETRIC")  # noqa: E731
@@ -150,7 +154,9 @@ def nearest_free(features, memory):
         d = tf.reduce_sum(rows * rows, -1)[:, None] + m2[None] - 2.0 * tf.matmul(rows, memory, transpose_b=True)
         return tf.reduce_min(d, axis=1)
 
-    d = tf.map_fn(closest, tf.reshape(flat, [-1, CHUNK, shape[-1]]), fn_output_signature=tf.float32)
+    d = tf.map_fn(
+        closest, tf.reshape(flat, [-1, CHUNK, shape[-1]]), fn_output_signature=tf.TensorSpec([CHUNK], tf.float32)
+    )
     return tf.sqrt(tf.maximum(tf.reshape(tf.reshape(d, [-1])[:n], shape[:3]), 0.0))
 
 
@@ -184,7 +190,7 @@ def _batched(fn: Callable, images: np.ndarray, batch: int = 8) -> np.ndarray:
 
 
 def _fit_placed(normal: np.ndarray, g: Geometry, progress) -> tuple[np.ndarray, ...]:
-    """The PCA basis, the memory, the per-cell scale and the leave-one-out distance maps."""
+    """The PCA basis, the memory, the per-cell scale, and the leave-one-out distance maps divided by that scale."""
     tf = _tf()
     cut = _batched(lambda x: patches(x, g), normal)
     flat = cut.reshape(-1, cut.shape[-1])
@@ -311,10 +317,11 @@ def max_f1_threshold(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> f
 
 
 def choose_threshold(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> float:
-    """The max-F1 cut without the highest normal and the lowest anomalous calibration score (when there are 3 or
-    more of each): the plain max-F1 cut goes wherever its most extreme image says, so one stray normal image or one
-    anomaly that looks normal would move it by itself."""
-    normal = np.sort(normal_scores)[:-1] if len(normal_scores) >= 3 else normal_scores
+    """The max-F1 cut without the highest normal and the lowest anomalous calibration score (each side trimmed when it
+    has 3 or more, the normal side only when there are anomalies): the plain max-F1 cut goes wherever its most
+    extreme image says, so one stray normal image or one anomaly that looks normal would move it by itself."""
+    trim = len(normal_scores) >= 3 and len(anomaly_scores) > 0
+    normal = np.sort(normal_scores)[:-1] if trim else normal_scores
     anomalous = np.sort(anomaly_scores)[1:] if len(anomaly_scores) >= 3 else anomaly_scores
     return max_f1_threshold(normal, anomalous)
 

@@ -1,7 +1,7 @@
 """`sagestack anomaly train DATASET`: learn normal, calibrate, evaluate, export for serving.
 
 Normal training images become the detector's memory; anomalous training images (and the normal
-ones, left out one at a time) set the threshold. The test split gives precision, recall, F1, AUROC
+ones, each left out of the memory) set the threshold. The test split gives precision, recall, F1, AUROC
 and recall per defect kind, a table, and a gallery PNG with heat maps.
 """
 
@@ -86,7 +86,12 @@ def gallery(items: list[ds.Item], scores: np.ndarray, maps: np.ndarray, threshol
         img = Image.open(item.path).convert("RGB")
         ax.imshow(img)
         ax.imshow(
-            maps[k], cmap="inferno", alpha=0.45, extent=(0, img.width, img.height, 0), vmin=0, vmax=threshold * 1.5
+            maps[k],
+            cmap="inferno",
+            alpha=0.45,
+            extent=(0, img.width, img.height, 0),
+            vmin=min(0.0, threshold - 1),
+            vmax=max(threshold * 1.5, threshold + 1),
         )
         verdict = scores[k] >= threshold
         color = "green" if verdict == item.anomalous else "red"
@@ -207,7 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--roi", type=int, nargs=4, metavar=("X", "Y", "W", "H"), help="region of interest")
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fast", action="store_true", help="coarser patch grid: ~5x faster, less accurate (tests)")
+    p.add_argument(
+        "--fast", action="store_true", help="coarser grid, smaller memories: ~6x faster, less accurate (tests)"
+    )
     p.add_argument("--status", type=Path, help="write progress and the outcome here, as JSON (a project's job)")
     args = p.parse_args(argv)
     geometry = model.Geometry.fast() if args.fast else model.DEFAULT_GEOMETRY
