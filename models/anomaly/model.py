@@ -199,7 +199,7 @@ def _fit_placed(normal: np.ndarray, g: Geometry, progress) -> tuple[np.ndarray, 
     mean = sample.mean(0).astype(np.float32)
     _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
     components = vt[:COMPONENTS].T.astype(np.float32)
-    memory = np.tensordot(cut - mean, components, axes=1).astype(np.float32)
+    memory = _batched(lambda x: patch_features(x, mean, components, g), normal)
     loo = []
     for i in range(len(memory)):
         others = np.delete(memory, i, axis=0)
@@ -329,6 +329,5 @@ def choose_threshold(normal_scores: np.ndarray, anomaly_scores: np.ndarray) -> f
 def bootstrap_thresholds(normal_scores: np.ndarray, anomaly_scores: np.ndarray, n: int = BOOTSTRAP) -> np.ndarray:
     """choose_threshold on each of `n` resamples (with replacement) of the calibration images: how stable it is."""
     rng = np.random.default_rng(0)
-    return np.array([choose_threshold(rng.choice(normal_scores, len(normal_scores)),
-                                      rng.choice(anomaly_scores, len(anomaly_scores)) if len(anomaly_scores) else
-                                      anomaly_scores) for _ in range(n)])  # fmt: skip
+    resample = lambda s: rng.choice(s, len(s))  # noqa: E731
+    return np.array([choose_threshold(resample(normal_scores), resample(anomaly_scores)) for _ in range(n)])

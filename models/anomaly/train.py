@@ -106,10 +106,7 @@ def gallery(items: list[ds.Item], scores: np.ndarray, maps: np.ndarray, threshol
 
 def stability(items: list[ds.Item], scores: np.ndarray, cuts: np.ndarray) -> dict:
     """How the threshold moves when the training images are resampled, and what that does to the test F1."""
-    truth = np.array([i.anomalous for i in items])
-    predicted = scores[None] >= cuts[:, None]
-    tp, fp = (predicted & truth).sum(1), (predicted & ~truth).sum(1)
-    f1 = 2 * tp / np.maximum(tp + fp + truth.sum(), 1)
+    f1 = [metrics(items, scores, float(cut))["f1"] for cut in cuts]
     return {"resamples": len(cuts), "threshold_sd": float(np.std(cuts)),
             "threshold_p5_p95": [float(np.percentile(cuts, 5)), float(np.percentile(cuts, 95))],
             "test_f1_p5_p95": [float(np.percentile(f1, 5)), float(np.percentile(f1, 95))]}  # fmt: skip
