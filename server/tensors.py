@@ -150,11 +150,12 @@ def _array(name: str, value: Any, spec: TensorSpec | None) -> np.ndarray:
     if arr.dtype == np.object_:
         raise TensorError(f"input '{name}' is ragged: every instance must have the same shape")
     if spec is not None and spec.shape is not None:
-        _check_shape(name, arr.shape, spec.shape)
+        check_shape(name, arr.shape, spec.shape)
     return arr
 
 
-def _check_shape(name: str, got: tuple[int, ...], want: tuple[int, ...]) -> None:
+def check_shape(name: str, got: tuple[int, ...], want: tuple[int, ...]) -> None:
+    """A TensorError unless `got` fits the signature's shape `want` (-1: any size)."""
     ok = len(got) == len(want) and all(w in (-1, g) for g, w in zip(got, want, strict=True))
     if not ok:
         pretty = "[" + ", ".join("?" if w == -1 else str(w) for w in want) + "]"

@@ -116,3 +116,15 @@ def test_bad_images_get_clear_errors(anomaly_stack, body, ctype, status, needle)
     r = detect(anomaly_stack, body, ctype)
     assert r.status_code == status, r.text
     assert needle in r.json()["error"]
+
+
+def test_a_tensor_of_another_size_is_a_400_and_the_model_server_lives_on(anomaly_stack):
+    """The graph only takes the size it learnt: a 1x1 image once made a TF kernel divide by zero (SIGFPE)."""
+    url = f"{anomaly_stack.url}/v1/models/anomaly:predict"
+    r = requests.post(url, json={"instances": [[[[0.0, 0.0, 0.0]]]]}, timeout=60)
+    assert r.status_code == 400 and "256" in r.json()["error"], r.text
+    v2 = {"inputs": [{"name": "images", "shape": [1, 1, 1, 3], "datatype": "FP32", "data": [0.0, 0.0, 0.0]}]}
+    r = requests.post(f"{anomaly_stack.url}/v2/models/anomaly/infer", json=v2, timeout=60)
+    assert r.status_code == 400 and "256" in r.json()["error"], r.text
+    normal = png(render(np.random.default_rng(5), None)[0])
+    assert detect(anomaly_stack, normal).status_code == 200

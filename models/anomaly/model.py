@@ -175,6 +175,7 @@ def to_grid(maps, g: Geometry):
 @dataclass
 class Fitted:
     geometry: Geometry
+    size: int  # the square input's side, px: the served signature takes exactly this
     mean: np.ndarray  # placed: [patch*patch*3]
     components: np.ndarray  # placed: [patch*patch*3, COMPONENTS]
     memory: np.ndarray  # placed: [N, h, w, COMPONENTS]
@@ -247,16 +248,21 @@ def fit(normal: np.ndarray, g: Geometry = DEFAULT_GEOMETRY, progress=None) -> Fi
     maxima = {b: m.max(axis=(1, 2)) for b, m in maps.items()}
     z = {b: (float(v.mean()), float(v.std() + 1e-6)) for b, v in maxima.items()}
     scores = np.max([(maxima[b] - z[b][0]) / z[b][1] for b in BRANCHES], axis=0)
-    return Fitted(g, mean, components, memory, scale, free_memory, z, scores)
+    return Fitted(g, normal.shape[1], mean, components, memory, scale, free_memory, z, scores)
 
 
 class Scorer:
-    """The exportable detector: images [B, S, S, 3] float32 -> score [B], anomaly_map [B, h, w]."""
+    """The exportable detector: images [B, S, S, 3] float32 -> score [B], anomaly_map [B, h, w].
+
+    The signature names S: the graph is only defined for the size it learnt (an image smaller than a patch
+    makes some TF kernels divide by zero and kill the model server), so any other size is refused by shape.
+    """
 
     def __init__(self, fitted: Fitted) -> None:
         tf = _tf()
         g = fitted.geometry
         const = lambda v: tf.Variable(v, trainable=False)  # noqa: E731
+        images_spec = tf.TensorSpec([None, fitted.size, fitted.size, 3], tf.float32, name="images")
 
         class Module(tf.Module):
             def __init__(self) -> None:
@@ -268,7 +274,7 @@ class Scorer:
                 self.free_memory = {b: const(m) for b, m in fitted.free_memory.items()}
                 self.z = {b: const(np.array(v, np.float32)) for b, v in fitted.z.items()}
 
-            @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+            @tf.function(input_signature=[images_spec])
             def serve(self, images):
                 features = patch_features(images, self.mean, self.components, g)
                 placed = nearest_placed(features, self.memory, g, self.memory_sq) / self.scale

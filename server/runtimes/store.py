@@ -21,7 +21,7 @@ from server.modeldir import version_dirs
 from server.protos import get_model_status_pb2, meta_graph_pb2, model_server_config_pb2
 from server.runtimes.batching import Batching
 from server.runtimes.servable import DEFAULT_SIGNATURE, Backend, NotFound, Servable
-from server.tensors import Signature, TensorError
+from server.tensors import Signature, TensorError, check_shape
 
 State = get_model_status_pb2.ModelVersionStatus.State
 
@@ -174,6 +174,9 @@ class ModelStore:
         missing = [k for k in sig.inputs if k not in inputs]
         if missing:
             raise TensorError(f"missing input(s) {missing} for signature '{sig.name}'")
+        for key, value in inputs.items():  # the graph never sees a shape it does not declare (some kernels crash)
+            if sig.inputs[key].shape is not None:
+                check_shape(key, value.shape, sig.inputs[key].shape)
 
     def classify_or_regress(
         self, mv: ModelVersion, sig: Signature, examples: Iterable[Any], method: str
