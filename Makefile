@@ -58,7 +58,7 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 test: setup lint
-	$(BIN)/pytest -q -p no:cacheprovider --ignore=tests/image
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25 --ignore=tests/image
 
 bench: setup
 	$(BIN)/sagestack bench overhead --worker-class gevent,gevent_h1c --out build/bench/overhead.json
